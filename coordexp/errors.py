@@ -1,0 +1,56 @@
+"""Every exception coordexp raises on purpose.
+
+Messages follow one shape: what went wrong, where (dotted config key, file:line or sample id), and
+how to fix it. Callers catch these by class; nothing in the project catches a bare ``Exception``.
+"""
+
+from __future__ import annotations
+
+
+class CoordexpError(Exception):
+    """Base class, so a user script can catch everything coordexp raises deliberately."""
+
+
+class ConfigError(CoordexpError):
+    """A configuration is invalid.
+
+    ``messages`` holds every problem found in one pass (a user fixes them all at once rather than
+    one per run); ``str()`` joins them one per line.
+    """
+
+    def __init__(self, messages: list[str] | str, *, source: str | None = None) -> None:
+        if isinstance(messages, str):
+            messages = [messages]
+        self.messages = list(messages)
+        self.source = source
+        head = f"invalid config {source}" if source else "invalid config"
+        body = "\n".join(f"  - {m}" for m in self.messages)
+        super().__init__(f"{head} ({len(self.messages)} problem(s)):\n{body}")
+
+
+class ConfigWarning(UserWarning):
+    """A configuration is valid but likely not what the user wants (e.g. too small a length budget)."""
+
+
+class DataError(CoordexpError):
+    """An input record (JSONL line, fixture, recording) breaks the data contract."""
+
+
+class TokenizerError(CoordexpError):
+    """The tokenizer lacks what coordexp needs (coord vocabulary, chat markers)."""
+
+
+class AppendError(CoordexpError):
+    """A rollout prefix is not append-ready, so FN objects cannot be serialized after it."""
+
+
+class TargetError(CoordexpError):
+    """A teacher-forced target would supervise a position outside its allowed span."""
+
+
+class PackingError(CoordexpError):
+    """A segment does not fit a pack, or the carry buffer overflowed."""
+
+
+class SpecError(CoordexpError):
+    """A spec document or fixture breaks the spec conventions (ids, WHEN/THEN, traceability)."""

@@ -1,0 +1,12 @@
+"""Scenarios of spec change 2026-01-19-update-stage2-post-rollout-packing-binpacking: each fixture through its runner, compared with its snapshot."""
+
+import pytest
+
+from tests.spec._harness import check_scenario, scenario_params
+
+CHANGE = "2026-01-19-update-stage2-post-rollout-packing-binpacking"
+
+
+@pytest.mark.parametrize("fixture", scenario_params(CHANGE))
+def test_scenario(fixture, snapshot_json):
+    check_scenario(fixture, snapshot_json)

@@ -49,16 +49,18 @@ def float_to_bin(c: float) -> int:
 
 
 def to_bin(value: object) -> int:
-    """Accept a coord token string, an int, or an integral float; return the bin.
+    """Accept a coord token string, an int, a decimal string or an integral float; return the bin.
 
     Raises ValueError naming the offending value, so record validation can report it.
     """
     if isinstance(value, bool):
         raise ValueError(f"coordinate must be a coord token or integer 0..{MAX_BIN}, got {value!r}")
     if isinstance(value, str):
-        k = parse_coord_token(value.strip())
-        if k is None:
-            raise ValueError(f"not a coord token in 0..{MAX_BIN}: {value!r}")
+        text = value.strip()
+        # A plain decimal string ("3") is a number written as text; legacy records carry a few.
+        k = int(text) if text.isascii() and text.isdigit() else parse_coord_token(text)
+        if k is None or k > MAX_BIN:
+            raise ValueError(f"not a coord token or integer in 0..{MAX_BIN}: {value!r}")
         return k
     if isinstance(value, int):
         k = value
@@ -91,6 +93,39 @@ def pixel_to_bin(v: float, dim: int) -> int:
 def bin_to_pixel(k: int, dim: int) -> int:
     """Bin -> pixel on an axis of ``dim`` pixels: ``k/999 * (dim-1)``, clamped and rounded."""
     return int(min(dim - 1, max(0, round(k / MAX_BIN * (dim - 1)))))
+
+
+def pixels_to_bins(points: Sequence[float], *, width: int, height: int) -> tuple[int, ...]:
+    """Flat pixel points ``x1, y1, x2, y2, ...`` -> bins with ``pixel_to_bin`` (x on width, y on height).
+
+    This is the offline converter's general rule (polygons, plain lists); an odd-length list has no
+    pairing and is an error.
+    """
+    if len(points) % 2:
+        raise ValueError(f"pixel points must come in x, y pairs, got {len(points)} values")
+    return tuple(pixel_to_bin(v, width if i % 2 == 0 else height) for i, v in enumerate(points))
+
+
+def bins_to_pixels(bins: Sequence[int], *, width: int, height: int) -> tuple[int, ...]:
+    """Flat bins ``x1, y1, ...`` -> pixels (the evaluator's denormalisation)."""
+    if len(bins) % 2:
+        raise ValueError(f"coordinates must come in x, y pairs, got {len(bins)} values")
+    return tuple(bin_to_pixel(k, width if i % 2 == 0 else height) for i, k in enumerate(bins))
+
+
+def coord_vocab_mask(coord_ids: Sequence[int], vocab_size: int) -> tuple[bool, ...]:
+    """Boolean mask over ``vocab_size`` ids, True at the coord ids (ids >= vocab_size are ignored).
+
+    The coord loss restricts logits to these ids; ignoring out-of-range ids lets a mask be built for
+    a logits width smaller than the tokenizer (legacy helper semantics).
+    """
+    if vocab_size < 0:
+        raise ValueError(f"vocab_size must be >= 0, got {vocab_size}")
+    mask = [False] * vocab_size
+    for i in coord_ids:
+        if 0 <= i < vocab_size:
+            mask[i] = True
+    return tuple(mask)
 
 
 def validate_coord_ids(ids: Sequence[int | None]) -> tuple[int, ...]:

@@ -1,0 +1,12 @@
+"""Benchmarks: ``python -m coordexp.bench <name>``; one module per benchmark.
+
+Performance is measured here, never asserted in tests. Each module exposes ``add_arguments(parser)``
+and ``main(args) -> int`` and is listed in ``BENCHMARKS``.
+"""
+
+from __future__ import annotations
+
+# subcommand -> (module under coordexp.bench, one-line help)
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    "parse": ("coordexp.bench.parse", "Parse ms per dense 60-object rollout"),
+}

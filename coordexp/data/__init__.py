@@ -1,0 +1,5 @@
+"""Data side of coordexp: the JSONL contract, prompts, and the tiny offline tokenizer.
+
+Heavy libraries (transformers, tokenizers) are imported lazily inside functions here, or at module
+level only in ``tiny_*`` builder modules, so ``import coordexp.data`` stays cheap.
+"""

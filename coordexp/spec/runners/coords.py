@@ -1,0 +1,102 @@
+"""Runner for ``coords``: the coord codec, one operation per case.
+
+Input: one case or ``{"cases": [case, ...]}``; a case is ``{"op": NAME, ...params}``:
+- ``token_to_bin`` {value}; ``bin_to_token`` {bin}; ``bin_to_float`` {bin}; ``float_to_bin`` {value};
+- ``to_bins`` {values}: a mixed list of coord tokens, ints and integral numbers;
+- ``vocab_mask`` {vocab_size, probe}: the coord-vocab mask of the char tokenizer (coord ids 0..999)
+  over ``vocab_size`` ids, summarised (count, first/last True id, the values at ``probe`` ids);
+- ``annotate_record`` {record}: a JSONL record -> its objects' bins and k/999 norms;
+- ``pixels_to_bins`` {points, width, height}: the offline converter's rounding rule;
+- ``bins_to_pixels`` {values, width, height}: the evaluator's denormalisation (tokens or ints).
+Each case yields its result or its expected error; floats are rounded to 9 decimals. A malformed
+case (unknown op, missing or extra parameter) is a TypeError: a broken fixture, not a scenario.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from coordexp.core import coords
+from coordexp.core.coordjson import gt_objects_from_record
+from coordexp.core.tokens import char_context
+from coordexp.errors import CoordexpError
+from coordexp.spec.runners import expected_error
+
+TRANSITION = "coords"
+
+
+def _token_to_bin(*, value: str) -> dict[str, Any]:
+    k = coords.parse_coord_token(value)
+    if k is None:
+        raise ValueError(f"not a coord token in 0..{coords.MAX_BIN}: {value!r}")
+    return {"bin": k}
+
+
+def _vocab_mask(*, vocab_size: int, probe: list[int]) -> dict[str, Any]:
+    mask = coords.coord_vocab_mask(char_context().coord_ids, vocab_size)
+    true_ids = [i for i, on in enumerate(mask) if on]
+    return {
+        "size": len(mask),
+        "num_true": len(true_ids),
+        "first_true": true_ids[0] if true_ids else None,
+        "last_true": true_ids[-1] if true_ids else None,
+        "probe": {str(i): mask[i] for i in probe},
+    }
+
+
+def _annotate_record(*, record: dict[str, Any]) -> dict[str, Any]:
+    objs = gt_objects_from_record(record, where="fixture record")
+    return {
+        "objects": [
+            {
+                "index": o.index,
+                "geom_type": o.geom_type.value,
+                "bins": list(o.points),
+                "norm": [round(coords.bin_to_float(k), 9) for k in o.points],
+            }
+            for o in objs
+        ]
+    }
+
+
+def _pixels_to_bins(*, points: list[float], width: int, height: int) -> dict[str, Any]:
+    bins = coords.pixels_to_bins(points, width=width, height=height)
+    return {"bins": list(bins), "tokens": [coords.coord_token(k) for k in bins]}
+
+
+def _bins_to_pixels(*, values: list[Any], width: int, height: int) -> dict[str, Any]:
+    return {"pixels": list(coords.bins_to_pixels(coords.to_bins(values), width=width, height=height))}
+
+
+_OPS: dict[str, Callable[..., dict[str, Any]]] = {
+    "token_to_bin": _token_to_bin,
+    "bin_to_token": lambda *, bin: {"token": coords.coord_token(bin)},
+    "bin_to_float": lambda *, bin: {"float": round(coords.bin_to_float(bin), 9)},
+    "float_to_bin": lambda *, value: {"bin": coords.float_to_bin(value)},
+    "to_bins": lambda *, values: {"bins": list(coords.to_bins(values))},
+    "vocab_mask": _vocab_mask,
+    "annotate_record": _annotate_record,
+    "pixels_to_bins": _pixels_to_bins,
+    "bins_to_pixels": _bins_to_pixels,
+}
+
+
+def _run_case(case: dict[str, Any]) -> dict[str, Any]:
+    params = dict(case)
+    op = params.pop("op", None)
+    if op not in _OPS:
+        raise TypeError(f"coords case needs 'op' in {sorted(_OPS)}, got {op!r}")
+    try:
+        result = _OPS[op](**params)
+    except (CoordexpError, ValueError) as exc:
+        result = expected_error(exc)
+    return {"op": op, **result}
+
+
+def run(data: dict[str, Any]) -> Any:
+    if "cases" in data:
+        if set(data) != {"cases"}:
+            raise TypeError(f"coords input with 'cases' takes no other keys, got {sorted(data)}")
+        return [_run_case(c) for c in data["cases"]]
+    return _run_case(data)

@@ -1,0 +1,102 @@
+"""Runner for ``Transition: parse`` scenarios.
+
+Input (one case, or ``{"cases": [case, ...]}`` for scenarios with sub-cases)::
+
+    {"tokenizer": "char" | {"char_fuse": ["}}", ...]} | "fixture-bpe",   (default "char")
+     "text": "..."  (encoded with that tokenizer)  |  "ids": [...],
+     "layout": "object_n" | "objects_array",                               (default "object_n")
+     "repeat": 2}                                  (optional: parse again and report whether equal)
+
+Output: the ParseResult as plain data a reviewer can read (texts, indices, bins, reasons).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from coordexp.core.coordjson import Layout
+from coordexp.core.parse import parse
+from coordexp.core.parse_records import ParseResult, Rollout
+from coordexp.core.tokens import TokenContext, char_context
+from coordexp.errors import SpecError
+
+TRANSITION = "parse"
+
+_CASE_KEYS = {"tokenizer", "text", "ids", "layout", "repeat", "label"}
+
+
+@functools.lru_cache(maxsize=16)
+def _context(fuse: tuple[str, ...] | None, bpe: bool) -> TokenContext:
+    if bpe:
+        from coordexp.data.tokenizer import fixture_tokenizer_path, load_token_context
+
+        return load_token_context(fixture_tokenizer_path())
+    return char_context(fuse or ())
+
+
+def context_for(spec: Any) -> TokenContext:
+    """The TokenContext a fixture names: "char", {"char_fuse": [...]} or "fixture-bpe"."""
+    if spec in (None, "char"):
+        return _context(None, False)
+    if spec == "fixture-bpe":
+        return _context(None, True)
+    if isinstance(spec, dict) and set(spec) == {"char_fuse"}:
+        return _context(tuple(spec["char_fuse"]), False)
+    raise SpecError(f'parse fixture: tokenizer must be "char", "fixture-bpe" or {{"char_fuse": [...]}}, got {spec!r}')
+
+
+def describe(result: ParseResult, ctx: TokenContext) -> dict[str, Any]:
+    """Plain-data view of a ParseResult (also used by ``python -m coordexp.inspect --json``)."""
+    return {
+        "response_text": result.response_text,
+        "response_len": len(result.response_ids),
+        "prefix_text": result.prefix_text,
+        "prefix_len": len(result.prefix_ids),
+        "prefix_tail_pieces": [ctx.pieces[i] for i in result.prefix_ids[-3:]],
+        "cut_retokenized": result.cut_retokenized,
+        "valid": [
+            {
+                "key": o.key,
+                "index": o.index,
+                "desc": o.desc,
+                "geom_type": o.geom_type,
+                "coord_bins": list(o.coord_bins),
+                "coord_token_indices": list(o.coord_token_indices),
+            }
+            for o in result.valid_objects
+        ],
+        "dropped": [{"key": d.key, "index": d.index, "reason": d.reason.value} for d in result.dropped],
+        "dropped_by_reason": {r.value: n for r, n in result.dropped_by_reason.items() if n},
+        "truncated": result.truncated,
+        "max_object_index": result.max_object_index,
+        "fallback": result.fallback.value,
+        "im_end": result.im_end.value,
+    }
+
+
+def _run_case(case: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(case) - _CASE_KEYS
+    if unknown or ("text" in case) == ("ids" in case):
+        raise SpecError(f"parse fixture case needs exactly one of text/ids and only keys {sorted(_CASE_KEYS)}; got {sorted(case)}")
+    ctx = context_for(case.get("tokenizer"))
+    layout_name = case.get("layout", "object_n")
+    if layout_name not in {lay.value for lay in Layout}:
+        raise SpecError(f"parse fixture: unknown layout {layout_name!r}; known {[lay.value for lay in Layout]}")
+    layout = Layout(layout_name)
+    ids = ctx.encode(case["text"]) if "text" in case else list(case["ids"])
+    rollout = Rollout(tuple(ids))
+    result = parse(rollout, ctx=ctx, layout=layout)
+    out = describe(result, ctx)
+    if "label" in case:
+        out = {"label": case["label"], **out}
+    if case.get("repeat", 1) > 1:
+        again = [parse(rollout, ctx=ctx, layout=layout) for _ in range(case["repeat"] - 1)]
+        out["identical_on_repeat"] = all(r == result for r in again)
+    return out
+
+
+def run(data: dict[str, Any]) -> Any:
+    if "cases" in data:
+        return [_run_case(c) for c in data["cases"]]
+    return _run_case(data)

@@ -1,0 +1,42 @@
+"""Runner for ``serialize``: data-contract objects -> the GT CoordJSON answer text.
+
+Input: one case or ``{"cases": [case, ...]}``; a case is ``{"objects": [JSONL object dicts],
+"layout": "object_n"|"objects_array"?}``. Objects go through the data-contract checks first, so a
+scenario can show the error a bad object gets. Output: ``{"text", "objects"}`` (``objects``: the
+records that were serialized) or the expected error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from coordexp.core.coordjson import Layout, gt_object_from_dict, serialize
+from coordexp.errors import DataError
+from coordexp.serde import structure, unstructure
+from coordexp.spec.runners import expected_error
+
+TRANSITION = "serialize"
+
+
+@attrs.frozen
+class SerializeCase:
+    objects: tuple[dict[str, Any], ...]
+    layout: Layout = Layout.OBJECT_N
+
+
+def _run_case(case: SerializeCase) -> dict[str, Any]:
+    try:
+        objs = tuple(gt_object_from_dict(o, index=i, where="fixture") for i, o in enumerate(case.objects, 1))
+    except DataError as exc:
+        return expected_error(exc)
+    return {"text": serialize(objs, layout=case.layout), "objects": unstructure(objs)}
+
+
+def run(data: dict[str, Any]) -> Any:
+    if "cases" in data:
+        if set(data) != {"cases"}:
+            raise TypeError(f"serialize input with 'cases' takes no other keys, got {sorted(data)}")
+        return [_run_case(structure(c, SerializeCase)) for c in data["cases"]]
+    return _run_case(structure(data, SerializeCase))

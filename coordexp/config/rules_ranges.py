@@ -33,11 +33,17 @@ class Range:
         return above and below
 
     def text(self) -> str:
+        """Bounds are printed as written in the table (``[1.0, 4.0]`` for float knobs, ``> 0`` for counts)."""
+        low, high = _num(self.low), _num(self.high)
         if self.high == INF:
-            return f"{'>' if self.low_open else '>='} {self.low:g}"
+            return f"{'>' if self.low_open else '>='} {low}"
         if self.low == -INF:
-            return f"{'<' if self.high_open else '<='} {self.high:g}"
-        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+            return f"{'<' if self.high_open else '<='} {high}"
+        return f"in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+
+
+def _num(value: float) -> str:
+    return repr(value) if isinstance(value, float) else str(value)
 
 
 def positive(key: str) -> Range:

@@ -65,7 +65,7 @@ def schedule(config: Config, _d: Derived, out: Findings) -> None:
         return
     s, key = ab.schedule, f"{AB}.schedule"
     if (s.pattern is None) == (s.b_ratio is None):
-        what = "both pattern and b_ratio are set" if s.pattern is not None else "b_ratio must be provided"
+        what = "both pattern and b_ratio are set" if s.pattern is not None else "b_ratio must be provided (or schedule.pattern)"
         out.error(key, what, "give exactly one: `b_ratio: 0.05` (design default) or `pattern: [A, A, B]`")
         return
     if s.pattern is not None and not s.pattern:

@@ -29,14 +29,14 @@ from coordexp.errors import DataError
 _RASTER_SUBSTEPS = 5
 
 
-class GeomType(str, enum.Enum):
+class GeomType(enum.StrEnum):
     """Geometry key of an object (``bbox_2d`` or ``poly``)."""
 
     BBOX = "bbox_2d"
     POLY = "poly"
 
 
-class IouMode(str, enum.Enum):
+class IouMode(enum.StrEnum):
     """How pair IoU is measured: analytic/polygon clipping, or the legacy-compatible raster."""
 
     EXACT = "exact"
@@ -121,7 +121,7 @@ def center_dist2_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @attrs.frozen
-class Polygon:
+class ShapePolygon:
     """A shape as a valid shapely geometry; ``repaired`` says shapely had to fix its outline."""
 
     geom: shapely.Geometry
@@ -129,7 +129,7 @@ class Polygon:
     repaired: bool
 
 
-def to_polygon(shape: Shape) -> Polygon:
+def to_polygon(shape: Shape) -> ShapePolygon:
     """Shapely geometry of a shape, repairing self-intersections with ``make_valid``.
 
     Only the polygonal part of a repaired outline counts (a collapsed spike has no area). The caller
@@ -137,17 +137,17 @@ def to_polygon(shape: Shape) -> Polygon:
     """
     if shape.geom_type is GeomType.BBOX:
         geom = shapely.box(*aabb(shape))
-        return Polygon(geom, float(geom.area), False)
+        return ShapePolygon(geom, float(geom.area), False)
     geom = shapely.Polygon(vertices(shape))
     if geom.is_valid:
-        return Polygon(geom, float(geom.area), False)
+        return ShapePolygon(geom, float(geom.area), False)
     fixed = shapely.make_valid(geom)
     parts = [g for g in shapely.get_parts(fixed) if g.geom_type in ("Polygon", "MultiPolygon")]
     merged = shapely.union_all(parts) if parts else shapely.Polygon()
-    return Polygon(merged, float(merged.area), True)
+    return ShapePolygon(merged, float(merged.area), True)
 
 
-def polygon_iou(a: Polygon, b: Polygon) -> float:
+def polygon_iou(a: ShapePolygon, b: ShapePolygon) -> float:
     """Exact IoU of two prepared polygons (zero-area members give 0; identity is the caller's test)."""
     if a.area <= 0 or b.area <= 0:
         return 0.0
@@ -251,7 +251,9 @@ def pair_ious(
     return PairIous(out, repaired)
 
 
-def _raster_pairs(a: Sequence[Shape], b: Sequence[Shape], ai: np.ndarray, bi: np.ndarray, resolution: int) -> np.ndarray:
+def _raster_pairs(
+    a: Sequence[Shape], b: Sequence[Shape], ai: np.ndarray, bi: np.ndarray, resolution: int
+) -> np.ndarray:
     if resolution < 1:
         raise DataError(f"maskiou_resolution must be >= 1 pixel, got {resolution}")
     masks_a = {int(i): raster_mask(a[i], resolution) for i in np.unique(ai)}

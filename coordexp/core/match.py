@@ -30,9 +30,6 @@ from collections.abc import Sequence
 
 import attrs
 import numpy as np
-from scipy.optimize import linear_sum_assignment
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from coordexp.core.geometry import IouMode, Shape, aabb_array, box_iou, center_dist2_matrix, pair_ious
 from coordexp.errors import ConfigError
@@ -108,7 +105,9 @@ def match(preds: Sequence[Shape], gts: Sequence[Shape], *, cfg: MatchConfig) -> 
     )
 
 
-def _candidates(preds: Sequence[Shape], gts: Sequence[Shape], top_k: int) -> tuple[np.ndarray, np.ndarray, int]:
+def _candidates(
+    preds: Sequence[Shape], gts: Sequence[Shape], top_k: int
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Candidate (pred, gt) index arrays, pred-major, and the number of centre-distance fallbacks."""
     if not preds or not gts:
         empty = np.zeros(0, dtype=np.int64)
@@ -126,6 +125,9 @@ def _candidates(preds: Sequence[Shape], gts: Sequence[Shape], top_k: int) -> tup
 
 def _assign(ious: np.ndarray, cfg: MatchConfig) -> list[int | None]:
     """GT index (or None) per prediction; ``ious`` holds NaN where a pair is infeasible."""
+    from scipy.sparse import coo_matrix  # lazy: keeps ``import coordexp.core.match`` fast
+    from scipy.sparse.csgraph import connected_components
+
     n_pred, n_gt = ious.shape
     result: list[int | None] = [None] * n_pred
     if n_pred == 0 or n_gt == 0:
@@ -164,6 +166,8 @@ class _Component:
         self.matrix, self.feasible, self.n_pred, self.n_gt = m, feasible, p, g
 
     def _solve(self, rows: list[int], cols: list[int]) -> tuple[int, dict[int, int]]:
+        from scipy.optimize import linear_sum_assignment  # lazy, see _assign
+
         if not rows:
             return 0, {}
         sub = self.matrix[np.ix_(rows, cols)]

@@ -33,9 +33,12 @@ class TraceError:
     scenario: str | None
     path: Path | None
     message: str
+    line: int | None = None
 
     def __str__(self) -> str:
         where = display_path(self.path) if self.path is not None else self.change
+        if self.line is not None:
+            where = f"{where}:{self.line}"
         return f"{where}: [{self.kind}] {self.message}"
 
 
@@ -103,7 +106,8 @@ class TraceReport:
 
 def _error_json(e: TraceError) -> dict[str, Any]:
     return {"kind": e.kind, "change": e.change, "scenario": e.scenario,
-            "path": display_path(e.path) if e.path is not None else None, "message": e.message}
+            "path": display_path(e.path) if e.path is not None else None, "line": e.line,
+            "message": e.message}
 
 
 def load_fixture_files(root: Path = FIXTURES_DIR) -> tuple[list[Fixture], list[TraceError]]:
@@ -149,8 +153,9 @@ def trace(
             elif s.transition in runner_set:
                 errors.append(TraceError(
                     "missing", c.id, s.id, s.path,
-                    f"{s.id} (line {s.line}) has no fixture although transition {s.transition!r} has a "
-                    f"runner; write fixtures/{c.id}/{s.id}.json",
+                    f"{s.id} has no fixture although transition {s.transition!r} has a runner; "
+                    f"write fixtures/{c.id}/{s.id}.json",
+                    s.line,
                 ))
             else:
                 pending.setdefault(s.transition or "<none>", []).append(s.id)

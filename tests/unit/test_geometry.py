@@ -103,7 +103,9 @@ def test_zero_area_boxes_are_one_only_when_identical():
 
 
 def test_center_distance_matrix():
-    d = center_dist2_matrix(aabb_array([box(0, 0, 10, 10)]), aabb_array([box(20, 20, 30, 30), box(0, 0, 10, 10)]))
+    d = center_dist2_matrix(
+        aabb_array([box(0, 0, 10, 10)]), aabb_array([box(20, 20, 30, 30), box(0, 0, 10, 10)])
+    )
     assert d.tolist() == [[800.0, 0.0]]
 
 
@@ -162,7 +164,9 @@ def test_raster_rejects_a_resolution_below_one():
         iou(box(0, 0, 10, 10), box(0, 0, 10, 10), mode="raster", resolution=0)
 
 
-@given(boxes.filter(lambda b: min(aabb(b)[2] - aabb(b)[0], aabb(b)[3] - aabb(b)[1]) >= 150), st.integers(-60, 60))
+@given(
+    boxes.filter(lambda b: min(aabb(b)[2] - aabb(b)[0], aabb(b)[3] - aabb(b)[1]) >= 150), st.integers(-60, 60)
+)
 def test_raster_approximates_exact_for_large_boxes(a, shift):
     x1, y1, x2, y2 = (int(v) for v in aabb(a))
     b = box(x1 + shift, y1, x2 + shift, y2)

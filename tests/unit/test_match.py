@@ -142,7 +142,9 @@ def brute_force(preds, gts, cfg):
     """Every assignment (all pairs are candidates when top_k >= len(gts)), scored as match scores it."""
     fp, fn = round(cfg.fp_cost * COST_SCALE), round(cfg.fn_cost * COST_SCALE)
     scores = [[iou(p, g) for g in gts] for p in preds]
-    options = [[j for j in range(len(gts)) if scores[i][j] >= cfg.maskiou_gate] + [None] for i in range(len(preds))]
+    options = [
+        [j for j in range(len(gts)) if scores[i][j] >= cfg.maskiou_gate] + [None] for i in range(len(preds))
+    ]
     best = []
     for choice in itertools.product(*options):
         used = [c for c in choice if c is not None]

@@ -149,7 +149,7 @@ def test_offload_without_effect_warns():
         (f"{RM}.decoding.top_k=0", "decoding.top_k: must be -1 (off) or >= 1"),
         (f"{RM}.repetition_penalty=0", "repetition_penalty: must be > 0"),
         (f"{RM}.decode_batch_size=0", "decode_batch_size: must be > 0"),
-        (f"{AB}.channel_b.drop_invalid_struct_ce_multiplier=4.5", "drop_invalid_struct_ce_multiplier: must be in [1, 4]"),
+        (f"{AB}.channel_b.drop_invalid_struct_ce_multiplier=4.5", "drop_invalid_struct_ce_multiplier: must be in [1.0, 4.0]"),
         (f"{AB}.n_softctx_iter=0", "n_softctx_iter: must be >= 1"),
     ],
 )

@@ -97,8 +97,8 @@ def test_trace_classifies_every_case(tmp_path):
     assert dict(st.pending) == {"metrics": ("ST-METRIC-001", "ST-METRIC-002")}
     kinds = sorted((e.kind, e.scenario) for e in report.errors)
     assert kinds == [
-        ("missing", "ST-STOP-002"),
         ("mismatch", "ST-METRIC-002"),
+        ("missing", "ST-STOP-002"),
         ("orphan", "ST-GHOST-001"),
         ("orphan", "ST-STOP-002"),
         ("unreadable", "ST-BROKEN-001"),

@@ -1,0 +1,285 @@
+"""BuildTarget: one teacher-forced target per sample, ``Y_train = prefix + SerializeAppend(FN) + EOS``.
+
+Token-level and pure. The rollout prefix is kept verbatim (its token ids, never re-encoded); the FN
+append is encoded on its own; the EOS (``<|im_end|>``) is appended and supervised, which fixes the
+legacy trainer that never taught the model to stop (reference 15.1 W1).
+
+What each part of ``Y_train`` teaches (reference §6, AB §3.3 / §3.5):
+- matched prefix objects: coord targets at their own coord positions. bbox/bbox pairs copy the GT
+  bins; any pair with a polygon uses Sinkhorn OT + barycentric projection (``coordexp.core.ot``).
+  A pair whose targets cannot be built (wrong arity) is excluded and its GT appended as FN.
+  With ``matched_prefix_structure_ce`` their key/brace/quote tokens also get CE (AB Channel B).
+- FP and dropped prefix objects: nothing (they stay as context only, reference 15.1 W3).
+- tail: every structure token gets CE; coord tokens get their own bin as coord target (never CE);
+  FN desc value tokens are masked, or get ``fn_desc_ce_weight``; the top-level ``}`` and the EOS
+  get CE when ``closure_supervision`` is on; with dropped objects, tail non-desc CE weights are
+  multiplied by ``drop_invalid_struct_ce_multiplier``.
+
+The order of the step is ``parse -> prefix_policy -> match -> build_target``; ``build_target`` takes
+the parse result or the prefix policy's view of it (the one Match saw).
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_left, bisect_right
+from itertools import accumulate
+
+import numpy as np
+
+from coordexp.core.coordjson import (
+    GTObject,
+    Layout,
+    append_start_index,
+    desc_value_spans,
+    serialize_append,
+    token_overlaps,
+)
+from coordexp.core.coords import MAX_BIN
+from coordexp.core.labels import assistant_labels
+from coordexp.core.match import MatchResult
+from coordexp.core.ot import barycentric_projection
+from coordexp.core.parse_records import ParsedObject, ParseResult
+from coordexp.core.prefix_policy import PrefixView
+from coordexp.core.target_records import (
+    PrefixCut,
+    TargetConfig,
+    TargetCounters,
+    TargetSample,
+    TrainTarget,
+    geom_value,
+)
+from coordexp.core.tokens import TokenContext
+from coordexp.errors import AppendError, TargetError
+
+__all__ = ["build_target", "closure_positions", "pair_targets"]
+
+
+def build_target(
+    parse: ParseResult | PrefixView, match: MatchResult, sample: TargetSample, *, ctx: TokenContext, cfg: TargetConfig
+) -> TrainTarget:
+    """The TrainTarget of one sample (see the module docstring)."""
+    view = parse if isinstance(parse, PrefixView) else PrefixView(parse, PrefixCut())
+    pr, sid = view.parse, sample.sample_id
+    preds = pr.valid_objects
+    _check_match(match, len(preds), len(sample.gt), sid)
+    supervised: list[tuple[ParsedObject, tuple[int, ...]]] = []
+    matched_gt: set[int] = set()
+    for p, g in match.matched_pairs:
+        targets = pair_targets(preds[p], sample.gt[g], cfg)
+        if targets is not None:
+            supervised.append((preds[p], targets))
+            matched_gt.add(g)
+    fn = tuple(g for g in range(len(sample.gt)) if g not in matched_gt)
+    append_text = _append_text(pr, [sample.gt[g] for g in fn], sample)
+    append_ids = tuple(ctx.encode(append_text))
+    if ctx.text_of(append_ids) != append_text:
+        raise TargetError(f"sample {sid}: tokenizer {ctx.name!r} does not reproduce the append text from its ids")
+    prefix_len = len(pr.prefix_ids)
+    y = (*pr.prefix_ids, *append_ids, ctx.im_end_id)
+    closure = closure_positions(y[prefix_len:], ctx=ctx, depth=1, sample_id=sid)
+    desc_rel = token_overlaps(append_ids, ctx, desc_value_spans(append_text))
+    n_dropped = pr.n_dropped + view.cut.poly_unsupported
+    mult = cfg.drop_invalid_struct_ce_multiplier if n_dropped else 1.0
+    tail_ignore, tail_weights = _tail_weights(len(y) - prefix_len, desc_rel, closure, cfg, mult)
+    prefix_coord = [
+        (pos, t) for obj, targets in supervised for pos, t in zip(obj.coord_token_indices, targets)
+    ]
+    prefix_ce = []
+    if cfg.matched_prefix_structure_ce:
+        prefix_ce = [(pos, 1.0) for pos in _prefix_structure_positions(pr, [o for o, _ in supervised], ctx, sample.layout)]
+    lab = assistant_labels(
+        y,
+        prefix_len=prefix_len,
+        coord_id_to_bin=ctx.coord_id_to_bin,
+        prefix_coord=prefix_coord,
+        prefix_ce=prefix_ce,
+        tail_ignore=tail_ignore,
+        tail_weights=tail_weights,
+        sample_id=sid,
+    )
+    tail_ce = sum(1 for v in lab.labels[prefix_len:] if v >= 0)
+    counters = TargetCounters(
+        gt_objects=len(sample.gt),
+        valid_preds=len(preds),
+        matched_pairs=len(match.matched_pairs),
+        matched_for_supervision=len(supervised),
+        excluded_from_supervision=len(match.matched_pairs) - len(supervised),
+        fn_appended=len(fn),
+        fp=len(match.fp_pred_indices),
+        dropped=n_dropped,
+        poly_unsupported=view.cut.poly_unsupported,
+        prefix_coord_targets=len(prefix_coord),
+        tail_coord_targets=sum(1 for pre in lab.coord_is_prefix if not pre),
+        prefix_struct_ce=len(prefix_ce),
+        tail_ce=tail_ce,
+        tail_ignore_count=len(tail_ignore),
+        drop_multiplier_applied=mult != 1.0,
+        prefix_cut_reason=view.cut.reason,
+        objects_cut=view.cut.objects_cut,
+    )
+    return TrainTarget(
+        sample_id=sid,
+        y_train_ids=y,
+        prefix_len=prefix_len,
+        append_len=len(append_ids),
+        train_len=len(y),
+        prefix_text=pr.prefix_text,
+        append_text=append_text,
+        labels=lab.labels,
+        ce_weights=lab.weights,
+        coord_positions=lab.coord_positions,
+        coord_target_bins=lab.coord_bins,
+        coord_is_prefix=lab.coord_is_prefix,
+        tail_desc_positions=tuple(prefix_len + r for r in desc_rel),
+        closure_positions=(prefix_len + closure[0], prefix_len + closure[1]),
+        matched_gt_indices=tuple(sorted(matched_gt)),
+        fn_gt_indices=fn,
+        counters=counters,
+    )
+
+
+def _check_match(match: MatchResult, n_pred: int, n_gt: int, sid: str) -> None:
+    """The match must have been computed on this view's predictions and this sample's GT."""
+    for p, g in match.matched_pairs:
+        if not (0 <= p < n_pred and 0 <= g < n_gt):
+            raise TargetError(
+                f"sample {sid}: matched pair ({p}, {g}) is out of range for {n_pred} predictions and {n_gt} GT "
+                "objects; match the prefix policy's view, not the raw parse"
+            )
+
+
+def _append_text(pr: ParseResult, fn: list[GTObject], sample: TargetSample) -> str:
+    try:
+        return serialize_append(
+            fn,
+            start_index=append_start_index(pr.max_object_index),
+            prefix_text=pr.prefix_text,
+            layout=sample.layout,
+        )
+    except AppendError as exc:
+        raise TargetError(
+            f"sample {sample.sample_id}: cannot append FN objects after the rollout prefix "
+            f"(prefix ends {pr.prefix_text[-40:]!r}): {exc}"
+        ) from exc
+
+
+def _tail_weights(
+    tail_n: int, desc_rel: tuple[int, ...], closure: tuple[int, int], cfg: TargetConfig, mult: float
+) -> tuple[list[int], list[float]]:
+    """Tail-relative ignore list and CE weights (coord tokens are handled by ``assistant_labels``)."""
+    desc = set(desc_rel)
+    ignore = set(desc) if cfg.fn_desc_ce_weight == 0 else set()
+    if not cfg.closure_supervision:
+        ignore.update(closure)
+    weights = [cfg.fn_desc_ce_weight if rel in desc else mult for rel in range(tail_n)]
+    return sorted(ignore), weights
+
+
+# ------------------------------------------------------------------------------------------------
+# coord targets of a matched pair
+# ------------------------------------------------------------------------------------------------
+
+
+def _corners_or_vertices(geom: str, bins: tuple[int, ...]) -> np.ndarray:
+    pts = np.asarray(bins, dtype=np.float64)
+    if geom == "bbox_2d":
+        xs, ys = pts[0::2], pts[1::2]
+        x1, y1, x2, y2 = xs.min(), ys.min(), xs.max(), ys.max()
+        return np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]])
+    return pts.reshape(-1, 2)
+
+
+def _to_bins(values: np.ndarray) -> tuple[int, ...]:
+    return tuple(int(v) for v in np.clip(np.rint(values), 0, MAX_BIN))
+
+
+def pair_targets(pred: ParsedObject, gt: GTObject, cfg: TargetConfig) -> tuple[int, ...] | None:
+    """Target bins for the pred's coord slots, or None when they cannot be built (pair excluded)."""
+    n_slots = len(pred.coord_token_indices)
+    pgeom, ggeom = pred.geom_type, geom_value(gt.geom_type)
+    if len(gt.points) < 4 or len(gt.points) % 2 or len(pred.coord_bins) != n_slots:
+        return None
+    if pgeom == "bbox_2d" and ggeom == "bbox_2d":
+        return _to_bins(np.asarray(gt.points, dtype=np.float64)) if n_slots == 4 and len(gt.points) == 4 else None
+    if pgeom == "bbox_2d" and n_slots != 4:
+        return None
+    proj = barycentric_projection(
+        _corners_or_vertices(pgeom, pred.coord_bins),
+        _corners_or_vertices(ggeom, gt.points),
+        cost=cfg.ot_cost,
+        epsilon=cfg.ot_epsilon,
+        iters=cfg.ot_iters,
+    )
+    if pgeom == "bbox_2d":
+        xs, ys = proj[:, 0], proj[:, 1]
+        return _to_bins(np.array([xs.min(), ys.min(), xs.max(), ys.max()]))
+    flat = _to_bins(proj.reshape(-1))
+    return flat if len(flat) == n_slots else None
+
+
+# ------------------------------------------------------------------------------------------------
+# closure and matched-prefix structure positions
+# ------------------------------------------------------------------------------------------------
+
+_BRACE_EVENT = re.compile(r'"(?:[^"\\]|\\.)*"?|[{}]', re.S)
+
+
+def closure_positions(
+    tail_ids: tuple[int, ...], *, ctx: TokenContext, depth: int = 1, sample_id: str = "?"
+) -> tuple[int, int]:
+    """Tail-relative (token of the ``}`` closing the answer, first EOS token after it).
+
+    A string/escape-aware brace scan starting at brace ``depth`` (1 after an append-ready prefix):
+    braces inside desc strings are not closures, and an ``<|im_end|>`` inside a string or before the
+    closing brace is not the turn end (reference AB 3.3 step 9).
+    """
+    starts = list(accumulate((len(ctx.piece(t)) for t in tail_ids), initial=0))
+    text = ctx.text_of(tail_ids)
+    close_char = None
+    for m in _BRACE_EVENT.finditer(text):
+        ch = m.group(0)
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                close_char = m.start()
+                break
+    if close_char is None:
+        raise TargetError(f"sample {sample_id}: the target tail never closes the top-level object")
+    brace = bisect_right(starts, close_char) - 1
+    eos = next((i for i in range(brace + 1, len(tail_ids)) if tail_ids[i] == ctx.im_end_id), None)
+    if eos is None:
+        raise TargetError(f"sample {sample_id}: no {ctx.piece(ctx.im_end_id)} token after the closing brace")
+    return brace, eos
+
+
+def _prefix_structure_positions(
+    pr: ParseResult, matched: list[ParsedObject], ctx: TokenContext, layout: Layout
+) -> list[int]:
+    """Prefix tokens of matched entries' structure (AB 3.3 step 8): key quote to value end, minus desc.
+
+    Tokens are taken when they overlap the char range (a fused token at the edge counts), then those
+    overlapping the entry's desc value chars and coord tokens are removed.
+    """
+    if not matched:
+        return []
+    text = pr.prefix_text
+    starts = list(accumulate((len(ctx.pieces[i]) for i in pr.prefix_ids), initial=0))
+    out: set[int] = set()
+    for obj in matched:
+        v_start, v_end = obj.value_span
+        start = v_start
+        if layout is Layout.OBJECT_N:
+            key_at = text.rfind(f'"{obj.key}"', 0, v_start)
+            start = key_at if key_at >= 0 else v_start
+        first, last = bisect_right(starts, start) - 1, bisect_left(starts, v_end)
+        desc = [(start + s, start + e) for s, e in desc_value_spans(text[start:v_end])]
+        for i in range(max(first, 0), min(last, len(pr.prefix_ids))):
+            a, b = starts[i], starts[i + 1]
+            if b <= a or pr.prefix_ids[i] in ctx.coord_id_to_bin:
+                continue
+            if not any(s < b and a < e for s, e in desc):
+                out.add(i)
+    return sorted(out)

@@ -1,0 +1,195 @@
+"""Tiny Qwen3-VL and Qwen2.5-VL models built fully offline from the fixture tokenizer.
+
+    python -m coordexp.data.tiny --out /some/dir [--family qwen3_vl|qwen2_5_vl] [--seed 0]
+
+They are real transformers models (hidden 32, 2 layers, ~0.2M parameters) with the real classes,
+processors and M-RoPE, so tests exercise exactly the code that trains a 2B model; only the sizes
+differ. Weights are a pure function of the seed (built under a private RNG state, so building one
+does not disturb the caller's random stream), and a saved one loads through
+``coordexp.learn.model.load_model`` like any downloaded checkpoint.
+
+Images are resized to between 1 and 16 merged image tokens, so a test image of a few dozen pixels
+costs a handful of tokens and images of different sizes give segments of different lengths.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+from tokenizers import Tokenizer
+from transformers import (
+    PreTrainedModel,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2Tokenizer,
+    Qwen2VLImageProcessorPil,
+    Qwen3VLConfig,
+    Qwen3VLForConditionalGeneration,
+)
+
+from coordexp.data.tiny_tokenizer import ENDOFTEXT, IM_END, SPECIALS
+from coordexp.data.tokenizer import fixture_tokenizer_path, load_tokenizer
+from coordexp.learn.model import ImageOnlyQwen2_5VLProcessor, ImageOnlyQwen3VLProcessor
+
+HIDDEN = 32
+HEAD_DIM = 8  # mrope_section must sum to HEAD_DIM // 2
+MIN_MERGED_TOKENS, MAX_MERGED_TOKENS = 1, 16
+
+
+@attrs.frozen(eq=False)
+class TinyModel:
+    model: PreTrainedModel
+    processor: Any
+    path: Path | None  # where it was saved, if it was
+
+
+def fixture_tokenizer(*, coord_vocab: bool = True) -> Qwen2Tokenizer:
+    """The committed tiny tokenizer; ``coord_vocab=False`` strips the 1000 coord tokens.
+
+    The stripped one stands in for a base Qwen checkpoint that was never expanded, to test that
+    loading adds the vocabulary.
+    """
+    path = fixture_tokenizer_path()
+    if coord_vocab:
+        return load_tokenizer(path)
+    data = json.loads((path / "tokenizer.json").read_text(encoding="utf-8"))
+    data["added_tokens"] = [t for t in data["added_tokens"] if not t["content"].startswith("<|coord_")]
+    tok = Qwen2Tokenizer(
+        tokenizer_object=Tokenizer.from_str(json.dumps(data)),
+        unk_token=ENDOFTEXT,
+        eos_token=IM_END,
+        pad_token=ENDOFTEXT,
+    )
+    tok.add_special_tokens({"additional_special_tokens": list(SPECIALS[1:])})
+    tok.chat_template = load_tokenizer(path).chat_template
+    return tok
+
+
+def _image_processor(patch: int, merge: int) -> Qwen2VLImageProcessorPil:
+    unit = (patch * merge) ** 2  # pixels per merged image token
+    return Qwen2VLImageProcessorPil(
+        patch_size=patch,
+        temporal_patch_size=2,
+        merge_size=merge,
+        size={"shortest_edge": MIN_MERGED_TOKENS * unit, "longest_edge": MAX_MERGED_TOKENS * unit},
+        image_mean=[0.5] * 3,
+        image_std=[0.5] * 3,
+    )
+
+
+def _text_config(tok: Qwen2Tokenizer, mrope_section: list[int]) -> dict[str, Any]:
+    ids = tok.convert_tokens_to_ids
+    return dict(
+        vocab_size=len(tok),
+        hidden_size=HIDDEN,
+        intermediate_size=2 * HIDDEN,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=HEAD_DIM,
+        hidden_act="silu",
+        max_position_embeddings=4096,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope_section},
+        bos_token_id=None,  # the real Qwen default (151643) is outside a tiny vocabulary
+        eos_token_id=ids(IM_END),
+        pad_token_id=ids(ENDOFTEXT),
+        tie_word_embeddings=True,
+    )
+
+
+def _vision_ids(tok: Qwen2Tokenizer) -> dict[str, int]:
+    ids = tok.convert_tokens_to_ids
+    return dict(
+        image_token_id=ids("<|image_pad|>"),
+        video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"),
+        vision_end_token_id=ids("<|vision_end|>"),
+    )
+
+
+def _qwen3vl_config(tok: Qwen2Tokenizer) -> Qwen3VLConfig:
+    text = _text_config(tok, [2, 1, 1])
+    text["rope_parameters"]["mrope_interleaved"] = True
+    vision = dict(
+        depth=2, hidden_size=HIDDEN, intermediate_size=2 * HIDDEN, num_heads=4, in_channels=3, patch_size=16,
+        spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=HIDDEN, num_position_embeddings=64,
+        deepstack_visual_indexes=[0, 1], hidden_act="gelu_pytorch_tanh",
+    )  # fmt: skip
+    return Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, **_vision_ids(tok))
+
+
+def _qwen2_5vl_config(tok: Qwen2Tokenizer) -> Qwen2_5_VLConfig:
+    vision = dict(
+        depth=2, hidden_size=HIDDEN, intermediate_size=2 * HIDDEN, num_heads=4, in_channels=3, patch_size=14,
+        spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=HIDDEN, window_size=56,
+        fullatt_block_indexes=[1], hidden_act="silu",
+    )  # fmt: skip
+    return Qwen2_5_VLConfig(
+        text_config=_text_config(tok, [1, 1, 2]), vision_config=vision, tie_word_embeddings=True, **_vision_ids(tok)
+    )
+
+
+def _seeded(model_class: type[PreTrainedModel], config: Any, seed: int) -> PreTrainedModel:
+    """Construct under a private RNG state: same seed -> bitwise-identical weights."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = model_class(config)
+    return model.eval()
+
+
+def _finish(model: PreTrainedModel, processor: Any, out_dir: str | Path | None) -> TinyModel:
+    if out_dir is None:
+        return TinyModel(model, processor, None)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out))
+    processor.save_pretrained(str(out))
+    return TinyModel(model, processor, out)
+
+
+def build_tiny_qwen3vl(
+    seed: int = 0, out_dir: str | Path | None = None, *, tokenizer: Qwen2Tokenizer | None = None
+) -> TinyModel:
+    """A tiny Qwen3-VL (patch 16, merge 2, deepstack on both vision layers) and its processor."""
+    tok = tokenizer if tokenizer is not None else fixture_tokenizer()
+    processor = ImageOnlyQwen3VLProcessor(
+        image_processor=_image_processor(16, 2), tokenizer=tok, chat_template=tok.chat_template
+    )
+    model = _seeded(Qwen3VLForConditionalGeneration, _qwen3vl_config(tok), seed)
+    return _finish(model, processor, out_dir)
+
+
+def build_tiny_qwen2_5vl(
+    seed: int = 0, out_dir: str | Path | None = None, *, tokenizer: Qwen2Tokenizer | None = None
+) -> TinyModel:
+    """A tiny Qwen2.5-VL (patch 14, merge 2, window attention in layer 0) and its processor."""
+    tok = tokenizer if tokenizer is not None else fixture_tokenizer()
+    processor = ImageOnlyQwen2_5VLProcessor(
+        image_processor=_image_processor(14, 2), tokenizer=tok, chat_template=tok.chat_template
+    )
+    model = _seeded(Qwen2_5_VLForConditionalGeneration, _qwen2_5vl_config(tok), seed)
+    return _finish(model, processor, out_dir)
+
+
+BUILDERS = {"qwen3_vl": build_tiny_qwen3vl, "qwen2_5_vl": build_tiny_qwen2_5vl}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
+    parser.add_argument("--family", choices=sorted(BUILDERS), default="qwen3_vl")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    tiny = BUILDERS[args.family](seed=args.seed, out_dir=args.out)
+    n = sum(p.numel() for p in tiny.model.parameters())
+    print(f"{args.family} tiny model ({n} parameters) written to {tiny.path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

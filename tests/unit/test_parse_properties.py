@@ -1,0 +1,280 @@
+"""Property tests for Parse (hypothesis, deterministic): it never raises on vocabulary ids, agrees
+with a literal character-by-character reading of reference §4.3/§4.4/§4.6, keeps its prefix a token
+prefix of the response, and leaves JSON that closes cleanly.
+
+The oracle below is deliberately naive (one char at a time, coord capture checked at every token
+start, max index by re-scanning the prefix) so that it checks the fast scanner's shortcuts: regex
+events, capture windows found by bisection, max index from marks of the single pass.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from coordexp.core.coordjson import Layout
+from coordexp.core.parse import parse
+from coordexp.core.parse_records import DropReason, Fallback, Rollout
+from coordexp.core.tokens import IM_END, char_context
+
+FUSES = ((), ("}}",), ("},", '{"'), ("}}", '"]', "{}"), ('"]}', '"]},', ", "))
+CONTEXTS = [char_context(fuse=f) for f in FUSES]
+CTX = CONTEXTS[0]
+SETTINGS = dict(deadline=None, derandomize=True, database=None)
+
+# ---------------------------------------------------------------------------------------------
+# The oracle: a literal per-character reading of the reference (object_n layout).
+# ---------------------------------------------------------------------------------------------
+
+
+def _ids_before(ids, pieces, cut, ctx):
+    if cut <= 0:
+        return []
+    pos = 0
+    for i, p in enumerate(pieces):
+        if pos + len(p) > cut:
+            return list(ids[:i]) + (ctx.encode(p[: cut - pos]) if cut > pos else [])
+        pos += len(p)
+    return list(ids)
+
+
+def _oracle_scan(ids, pieces, coord_ids):
+    st_ = dict(depth=0, b=0, in_str=False, esc=False, last_key=None, pending=None, cur=None, first=-1, last_end=-1)
+    expect, buf, objs, keys, pos = {0: False}, [], [], [], 0
+    for ti, (tid, piece) in enumerate(zip(ids, pieces)):
+        cur = st_["cur"]
+        if cur is not None and cur["cap"] == 1 and tid in coord_ids:
+            cur["idx"].append(ti)
+        for ch in piece:
+            _oracle_char(ch, pos, st_, expect, buf, objs, keys)
+            pos += 1
+    truncated = st_["depth"] != 0 or st_["b"] != 0 or st_["in_str"]
+    return objs, keys, st_["first"], st_["last_end"], truncated
+
+
+def _oracle_char(ch, pos, s, expect, buf, objs, keys):
+    if s["in_str"]:
+        if s["esc"]:
+            buf.append(ch)
+            s["esc"] = False
+        elif ch == "\\":
+            s["esc"] = True
+        elif ch == '"':
+            s["in_str"] = False
+            text = "".join(buf)
+            if expect.get(s["depth"]) and s["b"] == 0:
+                s["last_key"] = text
+                m = re.fullmatch(r"object_(\d+)", text)
+                if s["depth"] == 1 and m:
+                    s["pending"] = (text, int(m.group(1)))
+                    keys.append(int(m.group(1)))
+        else:
+            buf.append(ch)
+    elif ch == '"':
+        s["in_str"] = True
+        buf.clear()
+    elif ch == "{":
+        s["depth"] += 1
+        expect[s["depth"]] = True
+        if s["depth"] == 1 and s["first"] < 0:
+            s["first"] = pos + 1
+        elif s["depth"] == 2:
+            s["cur"] = None
+            if s["pending"]:
+                s["cur"] = dict(key=s["pending"][0], n=s["pending"][1], start=pos, end=-1, cap=0, target=0, idx=[])
+                objs.append(s["cur"])
+                s["pending"] = s["last_key"] = None
+    elif ch == "}":
+        if s["depth"] == 2 and s["cur"] is not None:
+            s["cur"]["end"] = s["last_end"] = pos + 1
+            s["cur"] = None
+        s["depth"] = max(0, s["depth"] - 1)
+    elif ch == "[":
+        s["b"] += 1
+        cur = s["cur"]
+        if s["depth"] == 2 and cur and s["last_key"] in ("bbox_2d", "poly") and cur["cap"] == 0:
+            cur["cap"], cur["target"] = 1, s["b"] - 1
+    elif ch == "]":
+        s["b"] = max(0, s["b"] - 1)
+        cur = s["cur"]
+        if cur and cur["cap"] == 1 and s["b"] <= cur["target"]:
+            cur["cap"] = 2
+    elif ch in ",:" and s["depth"] >= 1 and s["b"] == 0:
+        expect[s["depth"]] = ch == ","
+
+
+def oracle(ids, ctx):
+    pieces = [ctx.pieces[i] for i in ids]
+    at = "".join(pieces).find(IM_END)
+    if at >= 0:
+        ids = _ids_before(ids, pieces, at, ctx)
+        pieces = [ctx.pieces[i] for i in ids]
+    coord_ids = set(ctx.coord_ids)
+    objs, _, first, last_end, truncated = _oracle_scan(ids, pieces, coord_ids)
+    if first < 0:
+        return dict(ids=ids, prefix=ctx.encode("{"), objs=[], truncated=True, max=None, cut=0)
+    cut = last_end if last_end >= 0 else first
+    prefix = _ids_before(ids, pieces, cut, ctx)
+    _, keys, *_ = _oracle_scan(prefix, [ctx.pieces[i] for i in prefix], coord_ids)
+    return dict(ids=ids, prefix=prefix, objs=objs, truncated=truncated, max=max(keys, default=None), cut=cut)
+
+
+def assert_matches_oracle(ids, ctx):
+    r = parse(Rollout(tuple(ids)), ctx=ctx)
+    o = oracle(list(ids), ctx)
+    assert list(r.response_ids) == o["ids"]
+    assert list(r.prefix_ids) == o["prefix"]
+    assert r.truncated == o["truncated"]
+    assert r.max_object_index == o["max"]
+    seen = sorted([(v.value_span[0], v.key) for v in r.valid_objects] + [(d.value_span[0], d.key) for d in r.dropped])
+    assert seen == [(x["start"], x["key"]) for x in o["objs"]]  # every object seen is valid or dropped
+    by_start = {x["start"]: x for x in o["objs"]}
+    for v in r.valid_objects:
+        assert list(v.coord_token_indices) == by_start[v.value_span[0]]["idx"]
+        assert 0 < by_start[v.value_span[0]]["end"] <= o["cut"]
+    for d in r.dropped:
+        x = by_start[d.value_span[0]]
+        if x["end"] < 0 or x["end"] > o["cut"]:
+            assert d.reason is DropReason.KEY_INVALID
+    assert sum(r.dropped_by_reason.values()) == r.n_dropped
+    return r
+
+
+def assert_prefix_invariants(r):
+    if r.fallback in (Fallback.NONE, Fallback.CUT_RETOKENIZE_FAILED):
+        kept = len(r.prefix_ids) - r.cut_retokenized
+        assert r.prefix_ids[:kept] == r.response_ids[:kept]
+        assert r.response_text.startswith(r.prefix_text)
+    else:
+        assert r.truncated and not r.valid_objects
+    assert IM_END not in r.response_text
+
+
+# ---------------------------------------------------------------------------------------------
+# Generators
+# ---------------------------------------------------------------------------------------------
+
+STRUCT = [CTX.encode(c)[0] for c in '{}[]",: \\abo_1'] + [CTX.im_end_id, 5, 7, 999]
+token_ids = st.lists(
+    st.one_of(st.integers(0, CTX.vocab_size - 1), st.sampled_from(STRUCT), st.sampled_from(STRUCT)), max_size=120
+)
+
+
+def C(k):
+    return f'"<|coord_{k}|>"'
+
+
+coord = st.integers(0, 999)
+desc = st.sampled_from(["a", "dog bed", "  cat ", 'say \\"hi\\"', "a } { [", "é", "<|coord_3|> x", " "])
+key_n = st.integers(0, 12)
+
+
+@st.composite
+def json_object_entry(draw):
+    """One ``"object_N": value`` entry whose text is valid JSON (some invalid as objects)."""
+    n, d = draw(key_n), draw(desc)
+    kind = draw(st.sampled_from(["bbox", "bbox", "bbox", "poly", "pairs", "arity", "nodesc", "extra", "int", "nondict", "foo"]))
+    pts = draw(st.lists(coord, min_size=8, max_size=8))
+    box = sorted(pts[:2]) + sorted(pts[2:4]) if draw(st.booleans()) else pts[:4]
+    box = [box[0], box[2], box[1], box[3]]
+    if kind == "bbox":
+        return f'"object_{n}": {{"desc": "{d}", "bbox_2d": [{", ".join(C(k) for k in box)}]}}'
+    if kind in ("poly", "pairs"):
+        m = 8 if kind == "poly" else 4
+        pairs = ", ".join(f"[{C(pts[i])}, {C(pts[i + 1])}]" for i in range(0, m, 2))
+        geom = "poly" if kind == "poly" else "bbox_2d"
+        return f'"object_{n}": {{"{geom}": [{pairs}], "desc": "{d}"}}'
+    if kind == "arity":
+        return f'"object_{n}": {{"desc": "{d}", "bbox_2d": [{", ".join(C(k) for k in pts[:3])}]}}'
+    if kind == "nodesc":
+        return f'"object_{n}": {{"bbox_2d": [{", ".join(C(k) for k in box)}]}}'
+    if kind == "extra":
+        return f'"object_{n}": {{"desc": "{d}", "bbox_2d": [{", ".join(C(k) for k in box)}], "meta": {{"x": [1]}}}}'
+    if kind == "int":
+        return f'"object_{n}": {{"desc": "{d}", "bbox_2d": [1, 2, 3, 4]}}'
+    if kind == "nondict":
+        return f'"object_{n}": {n}'
+    return f'"foo": {{"desc": "{d}", "bbox_2d": [{C(1)}, {C(2)}, {C(3)}, {C(4)}]}}'
+
+
+broken_entry = st.sampled_from(
+    [
+        f'"object_2": {{"desc": "u", "bbox_2d": [<|coord_1|>, {C(2)}, {C(3)}, {C(4)}]}}',
+        f'"object_3": {{"desc": "t", "bbox_2d": [{C(1)}, {C(2)}, {C(3)}, {C(4)}],}}',
+        '"object_4": {"desc": "x", "bbox_2d": [',
+        "}",
+        "]",
+        '"',
+    ]
+)
+
+
+@st.composite
+def rollout_text(draw, broken: bool = True):
+    entries = draw(st.lists(st.one_of(json_object_entry(), broken_entry) if broken else json_object_entry(), max_size=6))
+    lead = draw(st.sampled_from(["", "", "", "Sure! ", "```json\n"])) if broken else ""
+    text = lead + "{" + ", ".join(entries) + "}" + (draw(st.sampled_from(["", " {}", ","])) if broken else "")
+    text = text[: draw(st.integers(0, len(text)))] if draw(st.booleans()) else text
+    if broken and draw(st.booleans()):
+        at = draw(st.integers(0, len(text)))
+        text = text[:at] + IM_END + text[at:]
+    return text
+
+
+# ---------------------------------------------------------------------------------------------
+# Properties
+# ---------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=3000, **SETTINGS)
+@given(token_ids)
+def test_random_ids_never_raise_and_agree_with_the_oracle(ids):
+    r = assert_matches_oracle(ids, CTX)
+    assert_prefix_invariants(r)
+
+
+@settings(max_examples=4500, **SETTINGS)
+@given(rollout_text(), st.sampled_from(range(len(CONTEXTS))))
+def test_structured_rollouts_agree_with_the_oracle(text, which):
+    ctx = CONTEXTS[which]
+    r = assert_matches_oracle(ctx.encode(text), ctx)
+    assert_prefix_invariants(r)
+
+
+@settings(max_examples=2000, **SETTINGS)
+@given(rollout_text(broken=False), st.sampled_from(range(len(CONTEXTS))))
+def test_prefix_closes_to_valid_json(text, which):
+    ctx = CONTEXTS[which]
+    r = parse(Rollout(tuple(ctx.encode(text))), ctx=ctx)
+    assert_prefix_invariants(r)
+    if r.valid_objects:
+        closed = json.loads(r.prefix_text + "}")
+        assert all(o.key in closed for o in r.valid_objects)
+
+
+@st.composite
+def array_text(draw):
+    entries = []
+    for _ in range(draw(st.integers(0, 5))):
+        pts = draw(st.lists(coord, min_size=4, max_size=4))
+        entries.append(f'{{"desc": "{draw(desc)}", "bbox_2d": [{", ".join(C(k) for k in pts)}]}}')
+    text = '{"objects": [' + ", ".join(entries) + "]}"
+    return text[: draw(st.integers(0, len(text)))] if draw(st.booleans()) else text
+
+
+@settings(max_examples=1000, **SETTINGS)
+@given(array_text(), st.sampled_from(range(len(CONTEXTS))))
+def test_objects_array_prefix_closes_to_valid_json(text, which):
+    ctx = CONTEXTS[which]
+    r = parse(Rollout(tuple(ctx.encode(text))), ctx=ctx, layout=Layout.OBJECTS_ARRAY)
+    assert_prefix_invariants(r)
+    seen = sorted([o.index for o in r.valid_objects] + [d.index for d in r.dropped])
+    assert seen == list(range(1, len(seen) + 1))  # numbered by array position, none skipped
+    if r.fallback is Fallback.NONE:
+        closed = json.loads(r.prefix_text + "]}")
+        assert len(closed["objects"]) == len(r.valid) + sum(
+            1 for d in r.dropped if d.reason is not DropReason.KEY_INVALID
+        )

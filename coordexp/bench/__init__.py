@@ -9,4 +9,5 @@ from __future__ import annotations
 # subcommand -> (module under coordexp.bench, one-line help)
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "parse": ("coordexp.bench.parse", "Parse ms per dense 60-object rollout"),
+    "core": ("coordexp.bench.core", "Parse -> Match -> BuildTarget ms per dense sample"),
 }

@@ -25,6 +25,7 @@ class Derived:
     samples_per_step: int  # raw samples per optimizer step, all ranks
     rollouts_per_step: int | None  # Channel-B raw rollouts per optimizer step; None without rollouts
     packing_length: int | None  # tokens per packed row; None when packing is off
+    packing_mode: str | None  # "carry" | "step"; None when packing is off
     vllm_max_model_len: int | None  # None unless a vLLM backend is used
 
 
@@ -65,4 +66,21 @@ def derive(config: Config, env: Mapping[str, str] | None = None) -> Derived:
     if rm is not None and rm.rollout_backend == "vllm":
         max_model_len = rm.vllm.max_model_len or config.global_max_length
     packing = config.global_max_length if config.training.packing else None
-    return Derived(world, source, gas, samples, rollouts, packing, max_model_len)
+    mode = packing_mode(config) if config.training.packing else None
+    return Derived(world, source, gas, samples, rollouts, packing, mode, max_model_len)
+
+
+def channel_b_packing_mode(config: Config) -> str | None:
+    """The packing scope that stage2_ab_training's Channel-B mode implies; None for rollout_matching_sft."""
+    ab = config.stage2_ab
+    if config.custom.trainer_variant != "stage2_ab_training" or ab is None:
+        return None
+    return "step" if ab.channel_b.mode == "step" else "carry"
+
+
+def packing_mode(config: Config) -> str:
+    """Explicit ``training.packing_mode``, else what Channel-B's mode implies, else the legacy ``carry``."""
+    explicit = config.training.packing_mode
+    if explicit is not None:
+        return explicit
+    return channel_b_packing_mode(config) or "carry"

@@ -3,6 +3,10 @@
 A plain "unknown key" would be correct but unhelpful for someone porting a legacy YAML, so these get their
 own messages. They are checked on the merged mapping (canonical layout) before structuring and removed from
 it, so each problem is reported once.
+
+Two kinds: ``REMOVED`` keys are gone for good; ``NOT_IMPLEMENTED`` keys belong to a spec change that is not
+built yet. Accepting a key that does nothing is the legacy failure this module exists to prevent, so a
+planned option is refused until its change lands, and the message names that change.
 """
 
 from __future__ import annotations
@@ -24,10 +28,10 @@ REMOVED: dict[tuple[str, str], str] = {
     (RM, "temperature"): f"use `{RM}.decoding.temperature`",
     (RM, "top_p"): f"use `{RM}.decoding.top_p`",
     (RM, "top_k"): f"use `{RM}.decoding.top_k`",
-    (RM, "rollout_buffer"): "every step rolls out fresh; for throughput use `vllm.mode: server` and `decode_batch_size`",
     (RM, "rollout_generate_batch_size"): f"use `{RM}.decode_batch_size`",
     (RM, "rollout_infer_batch_size"): f"use `{RM}.decode_batch_size`",
-    (RM, "post_rollout_pack_scope"): f"packing is per optimizer step; `{AB}.channel_b.mode` chooses micro or step",
+    (RM, "post_rollout_pack_scope"): "use `training.packing_mode` (`carry` | `step`); under stage2_ab_training "
+    f"`{AB}.channel_b.mode` selects it",
     (f"{RM}.vllm.server", "base_url"): f"list servers as `{RM}.vllm.server.servers: [{{base_url: ..., group_port: ...}}]`",
     (f"{RM}.vllm.server", "group_port"): f"list servers as `{RM}.vllm.server.servers: [{{base_url: ..., group_port: ...}}]`",
     (AB, "bbox_l1_weight"): f"use `{AB}.bbox_smoothl1_weight`",
@@ -41,6 +45,14 @@ REMOVED: dict[tuple[str, str], str] = {
     (f"{AB}.channel_b", "rollout_decode_batch_size"): f"use `{RM}.decode_batch_size`",
 }
 
+# (section path, key) -> (spec change that will implement it, what to do until then)
+NOT_IMPLEMENTED: dict[tuple[str, str], tuple[str, str]] = {
+    (RM, "rollout_buffer"): (
+        "2026-01-19-add-stage2-rollout-buffer-offload",
+        "remove the key; every step rolls out fresh (for throughput use `vllm.mode: server` and `decode_batch_size`)",
+    ),
+}
+
 
 def _section(data: dict[str, Any], path: str) -> dict[str, Any] | None:
     node: Any = data
@@ -50,13 +62,25 @@ def _section(data: dict[str, Any], path: str) -> dict[str, Any] | None:
 
 
 def pop_removed_keys(data: dict[str, Any], *, display: Callable[[str], str] = str) -> list[str]:
-    """Remove every legacy key from ``data`` (in place) and return one message per key found."""
+    """Remove every refused key from ``data`` (in place) and return one message per key found."""
     messages = []
     for (path, key), advice in REMOVED.items():
-        section = _section(data, path)
-        if section is None or key not in section:
-            continue
-        del section[key]
-        dotted = f"{path}.{key}" if path else key
-        messages.append(f"{display(dotted)}: legacy key has been removed. Fix: {advice}.")
+        if _pop(data, path, key):
+            messages.append(f"{display(_dotted(path, key))}: legacy key has been removed. Fix: {advice}.")
+    for (path, key), (change, advice) in NOT_IMPLEMENTED.items():
+        if _pop(data, path, key):
+            messages.append(f"{display(_dotted(path, key))}: not implemented yet (planned in spec change {change}); "
+                            f"it is refused rather than silently ignored. Fix: {advice}.")
     return messages
+
+
+def _dotted(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _pop(data: dict[str, Any], path: str, key: str) -> bool:
+    section = _section(data, path)
+    if section is None or key not in section:
+        return False
+    del section[key]
+    return True

@@ -74,8 +74,8 @@ def step_plan(config: Config, derived: Derived) -> list[str]:
         lines.append("channels        : rollout-matching on every step")
     lines.append(f"rollout backend : {_rollout_text(config)}")
     if t.packing:
-        lines.append(f"packing         : on, packing_length {derived.packing_length}, buffer {t.packing_buffer}, "
-                     f"min fill {t.packing_min_fill_ratio:g}")
+        lines.append(f"packing         : on, mode {derived.packing_mode}, packing_length {derived.packing_length}, "
+                     f"buffer {t.packing_buffer}, min fill {t.packing_min_fill_ratio:g}")
     else:
         lines.append("packing         : off")
     budget = [f"global_max_length {config.global_max_length}"]

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from coordexp.config._findings import Findings
-from coordexp.config.derive import Derived
+from coordexp.config.derive import Derived, channel_b_packing_mode
 from coordexp.config.schema_root import Config
 
 AB = "custom.extra.stage2_ab"
 
 
 def packing(config: Config, _d: Derived, out: Findings) -> None:
-    """Post-rollout packing is carry-only and needs a real buffer and fill ratio."""
+    """Post-rollout packing never flushes leftovers and needs a real buffer and fill ratio."""
     t = config.training
     if not t.packing:
         return
     if not t.packing_drop_last:
-        out.error("training.packing_drop_last", "post-rollout packing is carry-only and requires true",
+        out.error("training.packing_drop_last", "must be true: post-rollout packing never flushes leftover segments "
+                  "(in carry mode they wait for later packs; at the end of training they are dropped)",
                   "set training.packing_drop_last: true")
     if t.packing_buffer <= 0:
         out.error("training.packing_buffer", f"must be > 0 when packing, got {t.packing_buffer}", "use e.g. 512")
@@ -94,4 +95,22 @@ def checkpoints(config: Config, _d: Derived, out: Findings) -> None:
                   "enable eval_strategy or use save_strategy: steps")
 
 
-RULES = (packing, ab_batch, sft_batch, channel_b_mode, checkpoints)
+def packing_mode(config: Config, _d: Derived, out: Findings) -> None:
+    """One switch per trainer: stage2_ab_training's packing scope is Channel-B's mode, so the two must agree."""
+    mode = config.training.packing_mode
+    if mode is None:
+        return
+    if not config.training.packing:
+        out.warn("training.packing_mode", f"`{mode}` has no effect because training.packing is false",
+                 "remove training.packing_mode or set training.packing: true")
+        return
+    implied = channel_b_packing_mode(config)
+    if implied is not None and implied != mode:
+        channel_b = config.stage2_ab.channel_b.mode
+        out.error("training.packing_mode",
+                  f"`{mode}` conflicts with {out.display(AB + '.channel_b.mode')} `{channel_b}`, which implies `{implied}`",
+                  f"remove training.packing_mode (stage2_ab_training derives it from channel_b.mode) or set "
+                  f"channel_b.mode: {'step' if mode == 'step' else 'micro'}")
+
+
+RULES = (packing, packing_mode, ab_batch, sft_batch, channel_b_mode, checkpoints)

@@ -22,10 +22,12 @@ from coordexp.config._fields import knob, section
 
 @attrs.frozen
 class RampPoint:
-    until_step: int | None = knob(
-        help="Use `value` for optimizer steps < until_step (strictly increasing); null only on the last entry = forever."
-    )
     value: float = knob(help="B-step fraction in [0, 1] for this stretch of steps.")
+    until_step: int | None = knob(
+        None,
+        help="Use `value` for optimizer steps < until_step (strictly increasing). Null or omitted only on the last "
+        "entry = forever; a last entry with an until_step keeps its value after it.",
+    )
 
 
 BRatio = float | tuple[RampPoint, ...]

@@ -35,7 +35,14 @@ class TrainingConfig:
     packing: bool = knob(False, help="Pack teacher-forced segments into rows of `global_max_length` tokens.")
     packing_buffer: int = knob(512, help="Maximum buffered segments waiting for a pack (> 0).")
     packing_min_fill_ratio: float = knob(0.65, help="Packs filled below this ratio are counted in metrics, in (0, 1].")
-    packing_drop_last: bool = knob(True, help="Carry-only packing: leftover segments are not flushed (must be true).")
+    packing_drop_last: bool = knob(True, help="Leftover segments are never flushed at the end of training (must be true).")
+    packing_mode: Literal["carry", "step"] | None = knob(
+        None,
+        help="`carry`: one pack per micro-step, leftover segments carried to later micro-steps (legacy); `step`: "
+        "every segment of an optimizer step is packed within that step (several forwards, nothing carried, so "
+        "the buffer cannot grow). null = `carry` for rollout_matching_sft; stage2_ab_training derives it from "
+        "`stage2_ab.channel_b.mode` (step -> step, micro -> carry) and an explicit value must agree.",
+    )
     # --- optimisation ---
     learning_rate: float = knob(2e-5, help="Peak learning rate of the trainable parameters (> 0).")
     vit_lr: float | None = knob(None, help="Learning rate of the vision tower; null = learning_rate.")

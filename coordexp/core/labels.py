@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 
 import attrs
 
-from coordexp.core.target_records import IGNORE
+from coordexp.core.target_records import IGNORE, TrainTarget
 from coordexp.errors import TargetError
 
 
@@ -175,11 +175,43 @@ def _check_segment(input_ids: Sequence[int], seg: Segment, s: int, offset: int, 
         )
     prompt = tuple(input_ids[offset : offset + seg.prompt_len])
     if seg.rollout_prompt_ids is not None and prompt != seg.rollout_prompt_ids:
+        at = next((i for i, (a, b) in enumerate(zip(prompt, seg.rollout_prompt_ids)) if a != b), min(len(prompt), len(seg.rollout_prompt_ids)))
         raise TargetError(
             f"{where}: prompt tokenization mismatch between generation and teacher-forced encoding "
-            f"({len(seg.rollout_prompt_ids)} rollout prompt ids vs {seg.prompt_len} in the row); "
-            "encode the prompt once and pass the same ids to the rollout backend and the learner"
+            f"(first difference at prompt position {at}; {len(seg.rollout_prompt_ids)} rollout prompt ids, "
+            f"{seg.prompt_len} in the row); encode the prompt once and pass the same ids to the rollout "
+            "backend and the learner"
         )
     start = offset + seg.prompt_len
     if tuple(input_ids[start : start + train_len]) != seg.labels.ids:
         raise TargetError(f"{where}: row ids at [{start}, {start + train_len}) differ from the target's Y_train ids")
+
+
+def target_segment(
+    target: TrainTarget,
+    *,
+    prompt_len: int,
+    encoded_len: int | None = None,
+    rollout_prompt_ids: Sequence[int] | None = None,
+) -> Segment:
+    """The Segment of a BuildTarget result encoded after ``prompt_len`` prompt tokens.
+
+    ``encoded_len`` defaults to prompt + Y_train (nothing after the EOS); a template that adds a
+    suffix (a newline after ``<|im_end|>``) passes its real length.
+    """
+    labels = AssistantLabels(
+        ids=target.y_train_ids,
+        prefix_len=target.prefix_len,
+        labels=target.labels,
+        weights=target.ce_weights,
+        coord_positions=target.coord_positions,
+        coord_bins=target.coord_target_bins,
+        coord_is_prefix=target.coord_is_prefix,
+    )
+    return Segment(
+        prompt_len=prompt_len,
+        encoded_len=prompt_len + target.train_len if encoded_len is None else encoded_len,
+        labels=labels,
+        rollout_prompt_ids=None if rollout_prompt_ids is None else tuple(rollout_prompt_ids),
+        sample_id=target.sample_id,
+    )

@@ -36,13 +36,14 @@ _MISSING_BINPACKING = (
 )
 
 _OVERSIZE_MITIGATIONS = (
-    "Mitigations: raise template.max_length (global_max_length), lower the rollout max_new_tokens, "
+    "Mitigations: raise global_max_length (the packing length), lower rollout_matching.max_new_tokens, "
     "or disable training.packing."
 )
 
 _OVERFLOW_MITIGATIONS = (
     "Mitigations: reduce per_device_train_batch_size, increase training.packing_buffer, "
-    "or drain the buffer within each optimizer step (multi-pack-per-step)."
+    "or pack every segment within its optimizer step (training.packing_mode: step; for stage2_ab_training "
+    "stage2_ab.channel_b.mode: step)."
 )
 
 
@@ -81,7 +82,7 @@ class Selection:
 
 def _check_lengths(lengths: Sequence[int], cap: int) -> None:
     if cap <= 0:
-        raise PackingError(f"packing_length must be > 0, got {cap}; set template.max_length")
+        raise PackingError(f"packing_length must be > 0, got {cap}; set global_max_length")
     if not lengths:
         raise PackingError("cannot select a pack from an empty buffer (guard the Pack step on has_segments)")
     if lengths[0] <= 0:
@@ -173,7 +174,7 @@ class PackBuffer:
     """
 
     capacity: int = attrs.field(validator=_positive("training.packing_buffer"))
-    cap: int = attrs.field(validator=_positive("packing_length (template.max_length)"))
+    cap: int = attrs.field(validator=_positive("packing_length (global_max_length)"))
     min_fill_ratio: float = attrs.field(validator=_fill_ratio)
     segments: tuple[SegmentRef, ...] = ()  # insertion order, oldest first
 

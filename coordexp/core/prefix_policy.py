@@ -31,7 +31,7 @@ from coordexp.core.coordjson import Layout
 from coordexp.core.geometry import IouMode, Shape, iou
 from coordexp.core.parse_records import ParsedObject, ParseResult
 from coordexp.core.scan import SCAN_LAYOUTS, scan
-from coordexp.core.target_records import CutReason, PrefixCut, PrefixPolicy, PrefixPolicyConfig
+from coordexp.core.target_records import KEEP_POLICY, CutReason, PrefixCut, PrefixPolicy, PrefixPolicyConfig
 from coordexp.core.tokens import TokenContext
 from coordexp.errors import TargetError, TokenizerError
 
@@ -48,7 +48,7 @@ def apply_prefix_policy(
     parsed: ParseResult,
     *,
     ctx: TokenContext,
-    cfg: PrefixPolicyConfig = PrefixPolicyConfig(),
+    cfg: PrefixPolicyConfig = KEEP_POLICY,
     layout: Layout = Layout.OBJECT_N,
     bbox_only: bool = False,
     sample_id: str = "?",

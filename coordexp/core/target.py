@@ -52,7 +52,7 @@ from coordexp.core.target_records import (
 from coordexp.core.tokens import TokenContext
 from coordexp.errors import AppendError, TargetError
 
-__all__ = ["build_target", "closure_positions", "pair_targets"]
+__all__ = ["build_target", "closure_positions", "pair_targets", "token_kinds"]
 
 
 def build_target(
@@ -201,7 +201,8 @@ def pair_targets(pred: ParsedObject, gt: GTObject, cfg: TargetConfig) -> tuple[i
     if len(gt.points) < 4 or len(gt.points) % 2 or len(pred.coord_bins) != n_slots:
         return None
     if pgeom == "bbox_2d" and ggeom == "bbox_2d":
-        return _to_bins(np.asarray(gt.points, dtype=np.float64)) if n_slots == 4 and len(gt.points) == 4 else None
+        # plain ints: this path runs for most pairs of a dense sample, numpy would cost more than it saves
+        return tuple(min(max(int(v), 0), MAX_BIN) for v in gt.points) if n_slots == 4 and len(gt.points) == 4 else None
     if pgeom == "bbox_2d" and n_slots != 4:
         return None
     proj = barycentric_projection(
@@ -283,3 +284,23 @@ def _prefix_structure_positions(
             if not any(s < b and a < e for s, e in desc):
                 out.add(i)
     return sorted(out)
+
+
+def token_kinds(target: TrainTarget) -> tuple[str, ...]:
+    """What each Y_train token teaches, for reports: one of
+
+    ``prefix`` (context only), ``prefix_ce`` (matched-prefix structure CE), ``coord_target``,
+    ``ce`` (tail structure, closure, EOS), ``desc_masked``, ``desc_ce`` (FN desc with a weight),
+    ``masked`` (a tail token without CE, e.g. closure when switched off).
+    """
+    coords = set(target.coord_positions)
+    desc = set(target.tail_desc_positions)
+    kinds = []
+    for pos, label in enumerate(target.labels):
+        if pos in coords:
+            kinds.append("coord_target")
+        elif label >= 0:
+            kinds.append("prefix_ce" if pos < target.prefix_len else "desc_ce" if pos in desc else "ce")
+        else:
+            kinds.append("prefix" if pos < target.prefix_len else "desc_masked" if pos in desc else "masked")
+    return tuple(kinds)

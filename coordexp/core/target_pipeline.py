@@ -15,7 +15,14 @@ from coordexp.core.parse import parse
 from coordexp.core.parse_records import ParseResult, Rollout
 from coordexp.core.prefix_policy import PrefixView, apply_prefix_policy
 from coordexp.core.target import build_target
-from coordexp.core.target_records import PrefixPolicyConfig, TargetConfig, TargetSample, TrainTarget, geom_value
+from coordexp.core.target_records import (
+    KEEP_POLICY,
+    PrefixPolicyConfig,
+    TargetConfig,
+    TargetSample,
+    TrainTarget,
+    geom_value,
+)
 from coordexp.core.tokens import TokenContext
 
 
@@ -43,7 +50,7 @@ def run_target_step(
     ctx: TokenContext,
     match_cfg: MatchConfig,
     target_cfg: TargetConfig,
-    policy_cfg: PrefixPolicyConfig = PrefixPolicyConfig(),
+    policy_cfg: PrefixPolicyConfig = KEEP_POLICY,
 ) -> TargetTrace:
     """Parse, apply the prefix policy, match and build the target of one rollout."""
     parsed = parse(rollout, ctx=ctx, layout=sample.layout)

@@ -108,6 +108,9 @@ class PrefixPolicyConfig:
     same_desc: bool = True
 
 
+KEEP_POLICY = PrefixPolicyConfig()
+
+
 @attrs.frozen
 class TargetSample:
     """One sample's GT as BuildTarget needs it.

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 from pathlib import Path
 from typing import Any
 
 import attrs
 import torch
+from PIL import Image, ImageDraw
 from tokenizers import Tokenizer
 from transformers import (
     PreTrainedModel,
@@ -32,13 +34,17 @@ from transformers import (
     Qwen3VLForConditionalGeneration,
 )
 
+from coordexp.core.coordjson import GeomType, GTObject, serialize
 from coordexp.data.tiny_tokenizer import ENDOFTEXT, IM_END, SPECIALS
 from coordexp.data.tokenizer import fixture_tokenizer_path, load_tokenizer
+from coordexp.errors import TokenizerError
 from coordexp.learn.model import ImageOnlyQwen2_5VLProcessor, ImageOnlyQwen3VLProcessor
+from coordexp.learn.packed import Segment
 
 HIDDEN = 32
 HEAD_DIM = 8  # mrope_section must sum to HEAD_DIM // 2
 MIN_MERGED_TOKENS, MAX_MERGED_TOKENS = 1, 16
+TEXT_INIT_STD = 0.2
 
 
 @attrs.frozen(eq=False)
@@ -99,6 +105,9 @@ def _text_config(tok: Qwen2Tokenizer, mrope_section: list[int]) -> dict[str, Any
         eos_token_id=ids(IM_END),
         pad_token_id=ids(ENDOFTEXT),
         tie_word_embeddings=True,
+        # Wider than the usual 0.02: with tied 32-d embeddings that small, logits stay within about +-0.6
+        # and no adapter can move the loss far from uniform; trained Qwen embeddings are this large.
+        initializer_range=TEXT_INIT_STD,
     )
 
 
@@ -177,6 +186,56 @@ def build_tiny_qwen2_5vl(
 
 
 BUILDERS = {"qwen3_vl": build_tiny_qwen3vl, "qwen2_5_vl": build_tiny_qwen2_5vl}
+
+PROMPT = "Detect every object. Answer with one JSON object of objects with desc and bbox_2d."
+_DESCS = ("cat", "dog", "traffic light", "red car", "person", "cup")
+
+
+def tiny_samples(n: int, *, seed: int, max_objects: int = 4) -> list[tuple[Image.Image, tuple[GTObject, ...]]]:
+    """``n`` synthetic (image, GT objects) pairs of varied image sizes and answer lengths.
+
+    Each image is a flat colour with one filled rectangle per object, so the pixels carry the boxes;
+    sizes vary so that image-token counts (and segment lengths) differ between samples.
+    """
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        w, h = rng.choice((32, 48, 64, 96, 128)), rng.choice((32, 48, 64, 96))
+        img = Image.new("RGB", (w, h), tuple(rng.randrange(256) for _ in range(3)))
+        draw = ImageDraw.Draw(img)
+        objects = []
+        for i in range(rng.randint(0, max_objects)):
+            x1, x2 = sorted(rng.sample(range(1000), 2))
+            y1, y2 = sorted(rng.sample(range(1000), 2))
+            box = [x1 * w // 1000, y1 * h // 1000, x2 * w // 1000, y2 * h // 1000]
+            draw.rectangle(box, fill=tuple(rng.randrange(256) for _ in range(3)))
+            objects.append(GTObject(i + 1, rng.choice(_DESCS), GeomType.BBOX, (x1, y1, x2, y2)))
+        out.append((img, tuple(objects)))
+    return out
+
+
+def tiny_segments(processor: Any, n: int, *, seed: int, prefix_len: int = 0) -> list[Segment]:
+    """``n`` GT-supervised segments for tests and benchmarks (see ``coordexp.learn.encode``).
+
+    ``prefix_len`` answer tokens of every segment play a matched rollout prefix (prefix coord slots,
+    no CE), so both coord groups are exercised.
+    """
+    from coordexp.learn.encode import encode_teacher_forced, gt_segment
+    from coordexp.learn.model import coord_token_ids
+
+    tok = processor.tokenizer
+    coord_ids = coord_token_ids(tok)
+    if coord_ids is None:
+        raise TokenizerError("tiny_segments needs a tokenizer with the coord vocabulary")
+    id_to_bin = {i: k for k, i in enumerate(coord_ids)}
+    eos = tok.convert_tokens_to_ids(IM_END)
+    segments = []
+    for j, (img, objects) in enumerate(tiny_samples(n, seed=seed)):
+        messages = [{"role": "user", "content": [{"type": "image", "image": img}, {"type": "text", "text": PROMPT}]}]
+        y_ids = tok.encode(serialize(objects), add_special_tokens=False) + [eos]
+        enc = encode_teacher_forced(processor, messages, y_ids)
+        segments.append(gt_segment(enc, coord_id_to_bin=id_to_bin, key=f"tiny-{seed}-{j}", prefix_len=prefix_len))
+    return segments
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,6 +34,7 @@ def _resolved(config: Config, env: dict[str, str]) -> dict[str, Any]:
         "gradient_accumulation_steps": d.gradient_accumulation_steps,
         "rollouts_per_step": d.rollouts_per_step,
         "packing_length": d.packing_length,
+        "packing_mode": d.packing_mode,
     }
     rm = config.rollout_matching
     if rm is not None:

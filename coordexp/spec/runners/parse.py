@@ -7,7 +7,7 @@ Input (one case, or ``{"cases": [case, ...]}`` for scenarios with sub-cases)::
      "layout": "object_n" | "objects_array",                               (default "object_n")
      "repeat": 2}                                  (optional: parse again and report whether equal)
 
-Output: the ParseResult as plain data a reviewer can read (texts, indices, bins, reasons).
+Output: ``coordexp.inspect.parse_view`` of the ParseResult (texts, indices, bins, reasons).
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from typing import Any
 
 from coordexp.core.coordjson import Layout
 from coordexp.core.parse import parse
-from coordexp.core.parse_records import ParseResult, Rollout
+from coordexp.core.parse_records import Rollout
 from coordexp.core.tokens import TokenContext, char_context
 from coordexp.errors import SpecError
+from coordexp.inspect import parse_view
 
 TRANSITION = "parse"
 
@@ -46,35 +47,6 @@ def context_for(spec: Any) -> TokenContext:
     raise SpecError(f'parse fixture: tokenizer must be "char", "fixture-bpe" or {{"char_fuse": [...]}}, got {spec!r}')
 
 
-def describe(result: ParseResult, ctx: TokenContext) -> dict[str, Any]:
-    """Plain-data view of a ParseResult (also used by ``python -m coordexp.inspect --json``)."""
-    return {
-        "response_text": result.response_text,
-        "response_len": len(result.response_ids),
-        "prefix_text": result.prefix_text,
-        "prefix_len": len(result.prefix_ids),
-        "prefix_tail_pieces": [ctx.pieces[i] for i in result.prefix_ids[-3:]],
-        "cut_retokenized": result.cut_retokenized,
-        "valid": [
-            {
-                "key": o.key,
-                "index": o.index,
-                "desc": o.desc,
-                "geom_type": o.geom_type,
-                "coord_bins": list(o.coord_bins),
-                "coord_token_indices": list(o.coord_token_indices),
-            }
-            for o in result.valid_objects
-        ],
-        "dropped": [{"key": d.key, "index": d.index, "reason": d.reason.value} for d in result.dropped],
-        "dropped_by_reason": {r.value: n for r, n in result.dropped_by_reason.items() if n},
-        "truncated": result.truncated,
-        "max_object_index": result.max_object_index,
-        "fallback": result.fallback.value,
-        "im_end": result.im_end.value,
-    }
-
-
 def _run_case(case: dict[str, Any]) -> dict[str, Any]:
     unknown = set(case) - _CASE_KEYS
     if unknown or ("text" in case) == ("ids" in case):
@@ -87,7 +59,7 @@ def _run_case(case: dict[str, Any]) -> dict[str, Any]:
     ids = ctx.encode(case["text"]) if "text" in case else list(case["ids"])
     rollout = Rollout(tuple(ids))
     result = parse(rollout, ctx=ctx, layout=layout)
-    out = describe(result, ctx)
+    out = parse_view(result, ctx)
     if "label" in case:
         out = {"label": case["label"], **out}
     if case.get("repeat", 1) > 1:

@@ -136,6 +136,23 @@ def test_legacy_keys_are_refused_with_replacement(override, key, replacement):
     assert key in message and "has been removed" in message and replacement in message
 
 
+@pytest.mark.parametrize("layout", ["canonical", "top_level"])
+def test_planned_rollout_buffer_is_refused_naming_its_spec_change(layout):
+    data = ab()
+    section = {"rollout_backend": "hf", "rollout_buffer": {"enabled": True, "m_steps": 2}}
+    if layout == "canonical":
+        data["custom"]["extra"]["rollout_matching"] = section
+        shown = f"{RM}.rollout_buffer"
+    else:
+        del data["custom"]["extra"]["rollout_matching"]
+        data["rollout_matching"] = section
+        shown = "rollout_matching.rollout_buffer"
+    message = one_error(data)
+    assert message.startswith(f"{shown}: not implemented yet")
+    assert "2026-01-19-add-stage2-rollout-buffer-offload" in message
+    assert "has been removed" not in message and "Fix: remove the key" in message
+
+
 def test_prompt_file_is_relative_to_the_declaring_file(tmp_path):
     (tmp_path / "prompts").mkdir()
     (tmp_path / "prompts" / "user.txt").write_text("find things", encoding="utf-8")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from coordexp.config import load_config_data, validate
+from coordexp.config import derive, load_config_data, validate
 from coordexp.errors import ConfigWarning
 from tests.unit.config.conftest import SFT_MINIMAL, ab, check, errors, one_error
 
@@ -53,6 +53,17 @@ def test_b_ratio_ramp_steps_must_increase():
         f"{AB}.schedule.b_ratio[1].until_step: must be > 400")
 
 
+def test_b_ratio_ramp_last_piece_may_omit_until_step():
+    check(ab(), f"{AB}.schedule.b_ratio=[{{until_step: 40, value: 0.05}}, {{value: 0.20}}]")
+    check(ab(), f"{AB}.schedule.b_ratio=[{{until_step: 40, value: 0.05}}, {{until_step: 80, value: 0.20}}]")
+
+
+def test_b_ratio_ramp_open_piece_must_be_last():
+    ramp = "[{value: 0.05}, {until_step: 80, value: 0.20}]"
+    assert one_error(ab(), f"{AB}.schedule.b_ratio={ramp}").startswith(
+        f"{AB}.schedule.b_ratio[0].until_step: null is only allowed on the last entry")
+
+
 def test_b_ratio_ramp_values_in_unit_interval():
     ramp = "[{until_step: 100, value: 0.05}, {until_step: null, value: 2.0}]"
     assert one_error(ab(), f"{AB}.schedule.b_ratio={ramp}").startswith(f"{AB}.schedule.b_ratio[1].value")
@@ -87,6 +98,41 @@ def test_packing_needs_drop_last_buffer_and_fill_ratio():
                    "training.packing_min_fill_ratio=1.5")
     assert sorted(m.split(":")[0] for m in found) == [
         "training.packing_buffer", "training.packing_drop_last", "training.packing_min_fill_ratio"]
+
+
+def _packing_mode(data, *overrides: str):
+    loaded = load_config_data(data, overrides=overrides)
+    return derive(loaded.config, {}).packing_mode
+
+
+def test_packing_mode_defaults_follow_the_trainer():
+    assert _packing_mode(SFT_MINIMAL, "training.packing=true") == "carry"
+    assert _packing_mode(SFT_MINIMAL, "training.packing=true", "training.packing_mode=step") == "step"
+    assert _packing_mode(ab()) == "step"
+    assert _packing_mode(ab(), f"{AB}.channel_b.mode=micro") == "carry"
+    assert _packing_mode(SFT_MINIMAL) is None  # packing off
+
+
+def test_sft_step_packing_mode_loads():
+    assert check(SFT_MINIMAL, "training.packing=true", "training.packing_mode=step") == []
+
+
+def test_packing_mode_must_agree_with_channel_b_mode():
+    message = one_error(ab(), "training.packing_mode=carry")
+    assert message.startswith("training.packing_mode: `carry` conflicts with")
+    assert f"{AB}.channel_b.mode `step`" in message and "remove training.packing_mode" in message
+    check(ab(), "training.packing_mode=step")
+    check(ab(), f"{AB}.channel_b.mode=micro", "training.packing_mode=carry")
+
+
+def test_packing_mode_without_packing_warns():
+    found = check(SFT_MINIMAL, "training.packing_mode=step")
+    assert len(found) == 1 and found[0].startswith("training.packing_mode: `step` has no effect")
+
+
+def test_packing_mode_value_is_checked():
+    message = one_error(SFT_MINIMAL, "training.packing=true", "training.packing_mode=window")
+    assert message.startswith("training.packing_mode: invalid value")
 
 
 def test_length_budget_warns_with_numbers():

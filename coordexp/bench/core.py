@@ -1,0 +1,107 @@
+"""``python -m coordexp.bench core``: Parse -> Match -> BuildTarget ms per dense sample.
+
+A dense sample is what a crowded image gives: 60 predicted objects, of which 45 overlap a GT object
+(jittered by a few bins, so IoU is high but not 1) and 15 are FP far from every GT, plus 5 GT objects
+the model missed (FN, appended). Rollouts are built with the CoordJSON serializer from a seeded
+generator and encoded once (not timed). Each stage is timed separately on the same samples, in the
+order the step runs them, so the total is the cost the learner pays per Channel-B sample on CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+
+from coordexp.bench.parse import _DESCS, bench_context
+from coordexp.core.coordjson import GeomType, GTObject, serialize
+from coordexp.core.match import MatchConfig, match
+from coordexp.core.parse import parse
+from coordexp.core.parse_records import Rollout
+from coordexp.core.prefix_policy import apply_prefix_policy
+from coordexp.core.target import build_target
+from coordexp.core.target_pipeline import match_shapes
+from coordexp.core.target_records import PrefixPolicyConfig, TargetConfig, TargetSample
+from coordexp.core.tokens import IM_END
+
+STAGES = ("parse", "policy", "match", "target")
+
+
+def _box(rng: random.Random) -> tuple[int, int, int, int]:
+    x1, y1 = rng.randrange(0, 900), rng.randrange(0, 900)
+    return (x1, y1, min(999, x1 + rng.randrange(20, 100)), min(999, y1 + rng.randrange(20, 100)))
+
+
+def _jitter(rng: random.Random, box: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(min(999, max(0, v + rng.randrange(-3, 4))) for v in box)
+
+
+def dense_sample(rng: random.Random, idx: int, matched: int, fp: int, missed: int) -> tuple[str, TargetSample]:
+    """(rollout text, GT sample): ``matched`` jittered GT copies and ``fp`` far boxes, shuffled."""
+    gts = [GTObject(i + 1, rng.choice(_DESCS), GeomType.BBOX, _box(rng)) for i in range(matched + missed)]
+    preds = [(g.desc, _jitter(rng, g.points)) for g in gts[:matched]]
+    # FP boxes live in a strip no GT reaches (x >= 950), so they are never matched.
+    preds += [(rng.choice(_DESCS), (950, y, 990, y + 30)) for y in (rng.randrange(0, 960) for _ in range(fp))]
+    rng.shuffle(preds)
+    objects = [GTObject(i + 1, d, GeomType.BBOX, b) for i, (d, b) in enumerate(preds)]
+    gts = [GTObject(g.index, g.desc, g.geom_type, tuple(min(v, 940) if k % 2 == 0 else v for k, v in enumerate(g.points)))
+           for g in gts]
+    return serialize(objects) + IM_END, TargetSample(f"dense{idx}", tuple(gts))
+
+
+def measure(ctx, samples, rounds: int, cfg: TargetConfig, policy: PrefixPolicyConfig) -> dict[str, list[float]]:
+    """Seconds per stage call, one entry per (round, sample)."""
+    match_cfg = MatchConfig()
+    times: dict[str, list[float]] = {s: [] for s in STAGES}
+    for r in range(rounds + 1):  # round 0 warms up (first-call costs, lazy scipy import)
+        for ids, sample in samples:
+            t0 = time.perf_counter()
+            parsed = parse(Rollout(ids), ctx=ctx)
+            t1 = time.perf_counter()
+            view = apply_prefix_policy(parsed, ctx=ctx, cfg=policy, bbox_only=cfg.bbox_only)
+            t2 = time.perf_counter()
+            preds, gts = match_shapes(view, sample)
+            result = match(preds, gts, cfg=match_cfg)
+            t3 = time.perf_counter()
+            build_target(view, result, sample, ctx=ctx, cfg=cfg)
+            t4 = time.perf_counter()
+            if r:
+                for name, dt in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                    times[name].append(dt)
+    times["total"] = [sum(v) for v in zip(*(times[s] for s in STAGES))]
+    return times
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--samples", type=int, default=50, help="distinct dense samples (default 50)")
+    p.add_argument("--rounds", type=int, default=5, help="passes over all samples (default 5)")
+    p.add_argument("--matched", type=int, default=45)
+    p.add_argument("--fp", type=int, default=15)
+    p.add_argument("--missed", type=int, default=5, help="GT objects without a prediction (FN)")
+    p.add_argument("--preset", choices=("rollout_matching", "stage2_ab"), default="rollout_matching")
+    p.add_argument("--prefix-policy", choices=("keep", "cut_at_first_invalid", "cut_at_first_duplicate"), default="keep")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tokenizer", choices=("fixture", "char"), default="fixture")
+
+
+def main(args: argparse.Namespace) -> int:
+    ctx = bench_context(args.tokenizer)
+    rng = random.Random(args.seed)
+    samples = []
+    for i in range(args.samples):
+        text, sample = dense_sample(rng, i, args.matched, args.fp, args.missed)
+        samples.append((tuple(ctx.encode(text)), sample))
+    cfg = TargetConfig.stage2_ab() if args.preset == "stage2_ab" else TargetConfig.rollout_matching()
+    times = measure(ctx, samples, args.rounds, cfg, PrefixPolicyConfig(args.prefix_policy))
+    n_tokens = statistics.mean(len(ids) for ids, _ in samples)
+    print(f"core: tokenizer={ctx.name} preset={args.preset} policy={args.prefix_policy} "
+          f"{args.matched + args.fp} objects ({args.matched} matched, {args.fp} FP, {args.missed} FN), "
+          f"~{n_tokens:.0f} tokens/rollout, {len(times['total'])} samples")
+    for name in (*STAGES, "total"):
+        ms = sorted(t * 1000 for t in times[name])
+        print(f"  {name:<7} mean {statistics.fmean(ms):7.3f} ms  p50 {ms[len(ms) // 2]:7.3f} ms  "
+              f"p90 {ms[int(len(ms) * 0.9)]:7.3f} ms")
+    sys.stdout.flush()
+    return 0

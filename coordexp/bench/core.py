@@ -87,7 +87,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    ctx = bench_context(args.tokenizer)
+    label, ctx = bench_context(args.tokenizer)
     rng = random.Random(args.seed)
     samples = []
     for i in range(args.samples):
@@ -96,7 +96,7 @@ def main(args: argparse.Namespace) -> int:
     cfg = TargetConfig.stage2_ab() if args.preset == "stage2_ab" else TargetConfig.rollout_matching()
     times = measure(ctx, samples, args.rounds, cfg, PrefixPolicyConfig(args.prefix_policy))
     n_tokens = statistics.mean(len(ids) for ids, _ in samples)
-    print(f"core: tokenizer={ctx.name} preset={args.preset} policy={args.prefix_policy} "
+    print(f"core: tokenizer={label} preset={args.preset} policy={args.prefix_policy} "
           f"{args.matched + args.fp} objects ({args.matched} matched, {args.fp} FP, {args.missed} FN), "
           f"~{n_tokens:.0f} tokens/rollout, {len(times['total'])} samples")
     for name in (*STAGES, "total"):

@@ -43,17 +43,17 @@ def dense_rollout_texts(n_samples: int, n_objects: int, seed: int) -> list[str]:
     return out
 
 
-def bench_context(choice: str) -> TokenContext:
-    """The fixture BPE tokenizer (or char when asked, or when the fixture is absent, with a warning)."""
+def bench_context(choice: str) -> tuple[str, TokenContext]:
+    """(label, context): the fixture BPE tokenizer, or char when asked or when the fixture is absent."""
     if choice == "char":
-        return char_context()
+        return "char", char_context()
     try:
         from coordexp.data.tokenizer import fixture_tokenizer_path, load_token_context
 
-        return load_token_context(fixture_tokenizer_path())
+        return "fixture-bpe", load_token_context(fixture_tokenizer_path())
     except (TokenizerError, ImportError) as exc:
         warnings.warn(f"fixture tokenizer unavailable ({exc}); benchmarking with the char tokenizer", stacklevel=2)
-        return char_context()
+        return "char", char_context()
 
 
 def measure(ctx: TokenContext, texts: list[str], rounds: int) -> list[float]:
@@ -81,13 +81,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    ctx = bench_context(args.tokenizer)
+    label, ctx = bench_context(args.tokenizer)
     texts = dense_rollout_texts(args.samples, args.objects, args.seed)
     n_tokens = statistics.mean(len(ctx.encode(t)) for t in texts[:20])
     ms = sorted(t * 1000 for t in measure(ctx, texts, args.rounds))
     p50, p90 = ms[len(ms) // 2], ms[int(len(ms) * 0.9)]
     mean = statistics.fmean(ms)
-    print(f"parse: tokenizer={ctx.name} objects={args.objects} ~{n_tokens:.0f} tokens/rollout, {len(ms)} parses")
+    print(f"parse: tokenizer={label} objects={args.objects} ~{n_tokens:.0f} tokens/rollout, {len(ms)} parses")
     print(f"  mean {mean:.3f} ms  p50 {p50:.3f} ms  p90 {p90:.3f} ms  ->  {1000 / mean:.0f} samples/s")
     sys.stdout.flush()
     return 0

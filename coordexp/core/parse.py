@@ -89,6 +89,9 @@ def parse(rollout: Rollout, *, ctx: TokenContext, layout: Layout = Layout.OBJECT
     prefix, retok, cut, fallback = _cut_prefix(resp, cut, ends, sc.open_end, ctx)
     if fallback is Fallback.CUT_RETOKENIZE_RESET:
         prefix = tuple(ctx.encode(rules.open_text))
+        prefix_text = "".join(ctx.pieces[i] for i in prefix)
+    else:
+        prefix_text = resp.text[:cut]  # equal to the prefix ids' pieces: a re-encoded tail was checked
     valid, dropped = _validate_all(sc.objects, resp, cut, ctx)
     by_reason = dict.fromkeys(DropReason, 0)
     for d in dropped:
@@ -97,7 +100,7 @@ def parse(rollout: Rollout, *, ctx: TokenContext, layout: Layout = Layout.OBJECT
         response_ids=resp.ids,
         response_text=resp.text,
         prefix_ids=prefix,
-        prefix_text="".join(ctx.pieces[i] for i in prefix),
+        prefix_text=prefix_text,
         valid_objects=valid,
         dropped=dropped,
         dropped_by_reason=by_reason,

@@ -61,15 +61,8 @@ def build_target(
     """The TrainTarget of one sample (see the module docstring)."""
     view = parse if isinstance(parse, PrefixView) else PrefixView(parse, PrefixCut())
     pr, sid = view.parse, sample.sample_id
-    preds = pr.valid_objects
-    _check_match(match, len(preds), len(sample.gt), sid)
-    supervised: list[tuple[ParsedObject, tuple[int, ...]]] = []
-    matched_gt: set[int] = set()
-    for p, g in match.matched_pairs:
-        targets = pair_targets(preds[p], sample.gt[g], cfg)
-        if targets is not None:
-            supervised.append((preds[p], targets))
-            matched_gt.add(g)
+    _check_match(match, len(pr.valid_objects), len(sample.gt), sid)
+    supervised, matched_gt = _supervised_pairs(pr.valid_objects, match, sample, cfg)
     fn = tuple(g for g in range(len(sample.gt)) if g not in matched_gt)
     append_text = _append_text(pr, [sample.gt[g] for g in fn], sample)
     append_ids = tuple(ctx.encode(append_text))
@@ -82,12 +75,11 @@ def build_target(
     n_dropped = pr.n_dropped + view.cut.poly_unsupported
     mult = cfg.drop_invalid_struct_ce_multiplier if n_dropped else 1.0
     tail_ignore, tail_weights = _tail_weights(len(y) - prefix_len, desc_rel, closure, cfg, mult)
-    prefix_coord = [
-        (pos, t) for obj, targets in supervised for pos, t in zip(obj.coord_token_indices, targets)
-    ]
+    prefix_coord = [(pos, t) for obj, targets in supervised for pos, t in zip(obj.coord_token_indices, targets)]
     prefix_ce = []
     if cfg.matched_prefix_structure_ce:
-        prefix_ce = [(pos, 1.0) for pos in _prefix_structure_positions(pr, [o for o, _ in supervised], ctx, sample.layout)]
+        struct = _prefix_structure_positions(pr, [o for o, _ in supervised], ctx, sample.layout)
+        prefix_ce = [(pos, 1.0) for pos in struct]
     lab = assistant_labels(
         y,
         prefix_len=prefix_len,
@@ -98,10 +90,9 @@ def build_target(
         tail_weights=tail_weights,
         sample_id=sid,
     )
-    tail_ce = sum(1 for v in lab.labels[prefix_len:] if v >= 0)
     counters = TargetCounters(
         gt_objects=len(sample.gt),
-        valid_preds=len(preds),
+        valid_preds=len(pr.valid_objects),
         matched_pairs=len(match.matched_pairs),
         matched_for_supervision=len(supervised),
         excluded_from_supervision=len(match.matched_pairs) - len(supervised),
@@ -112,7 +103,7 @@ def build_target(
         prefix_coord_targets=len(prefix_coord),
         tail_coord_targets=sum(1 for pre in lab.coord_is_prefix if not pre),
         prefix_struct_ce=len(prefix_ce),
-        tail_ce=tail_ce,
+        tail_ce=sum(1 for v in lab.labels[prefix_len:] if v >= 0),
         tail_ignore_count=len(tail_ignore),
         drop_multiplier_applied=mult != 1.0,
         prefix_cut_reason=view.cut.reason,
@@ -137,6 +128,20 @@ def build_target(
         fn_gt_indices=fn,
         counters=counters,
     )
+
+
+def _supervised_pairs(
+    preds: tuple[ParsedObject, ...], match: MatchResult, sample: TargetSample, cfg: TargetConfig
+) -> tuple[list[tuple[ParsedObject, tuple[int, ...]]], set[int]]:
+    """Matched pairs whose coord targets could be built, and the GT indices they supervise."""
+    supervised: list[tuple[ParsedObject, tuple[int, ...]]] = []
+    matched_gt: set[int] = set()
+    for p, g in match.matched_pairs:
+        targets = pair_targets(preds[p], sample.gt[g], cfg)
+        if targets is not None:
+            supervised.append((preds[p], targets))
+            matched_gt.add(g)
+    return supervised, matched_gt
 
 
 def _check_match(match: MatchResult, n_pred: int, n_gt: int, sid: str) -> None:

@@ -12,7 +12,8 @@ The coord vocabulary (``<|coord_0|>``..``<|coord_999|>``) is checked at load tim
 without it gets the 1000 tokens appended (as ordinary, non-special tokens, so decoding with
 ``skip_special_tokens`` keeps them), its embeddings resized and, when the checkpoint ties input and
 output embeddings, re-tied. An untied checkpoint is NOT forced to tie: that would throw away its
-trained ``lm_head``.
+trained ``lm_head``. Under LoRA the added rows train as PEFT trainable tokens (see
+``coordexp.learn.tuner``), since frozen near-identical rows could never separate the 1000 bins.
 """
 
 from __future__ import annotations
@@ -220,7 +221,8 @@ def load_model(
     coord_ids = coord_token_ids(processor.tokenizer)
     if coord_ids is None or max(coord_ids) >= model.get_input_embeddings().num_embeddings:
         raise TokenizerError(f"coord ids do not fit the embedding table of {path_or_tiny}")
-    return LoadedModel(apply_tuner(model, tuner_cfg), processor, coord_ids, added, family)
+    model = apply_tuner(model, tuner_cfg, new_token_ids=coord_ids if added else ())
+    return LoadedModel(model, processor, coord_ids, added, family)
 
 
 def load_model_from_config(model_cfg: ModelConfig, tuner_cfg: TunerConfig) -> LoadedModel:

@@ -14,7 +14,7 @@ own ``all-linear`` would also adapt the vision tower, which is frozen by default
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -69,7 +69,7 @@ def target_module_names(model: torch.nn.Module, cfg: TunerConfig) -> list[str]:
     return names
 
 
-def _apply_lora(model: torch.nn.Module, cfg: TunerConfig) -> torch.nn.Module:
+def _apply_lora(model: torch.nn.Module, cfg: TunerConfig, new_token_ids: Sequence[int]) -> torch.nn.Module:
     from peft import LoraConfig, get_peft_model
 
     lora = LoraConfig(
@@ -79,6 +79,9 @@ def _apply_lora(model: torch.nn.Module, cfg: TunerConfig) -> torch.nn.Module:
         target_modules=target_module_names(model, cfg),
         use_dora=cfg.use_dora,
         bias="none",
+        # Rows just added to the vocabulary are mean-initialised and identical up to noise; frozen, the
+        # 1000 coord bins could never be told apart. PEFT trains exactly these rows (tied lm_head too).
+        trainable_token_indices={"embed_tokens": list(new_token_ids)} if new_token_ids else None,
     )
     for p in model.parameters():
         p.requires_grad_(False)
@@ -96,10 +99,14 @@ def _apply_full(model: torch.nn.Module, cfg: TunerConfig) -> torch.nn.Module:
     return model
 
 
-def apply_tuner(model: torch.nn.Module, cfg: TunerConfig) -> torch.nn.Module:
-    """Freeze / wrap ``model`` as ``tuner.*`` says; returns the model to train (maybe a PeftModel)."""
+def apply_tuner(model: torch.nn.Module, cfg: TunerConfig, *, new_token_ids: Sequence[int] = ()) -> torch.nn.Module:
+    """Freeze / wrap ``model`` as ``tuner.*`` says; returns the model to train (maybe a PeftModel).
+
+    ``new_token_ids`` are vocabulary rows added at load time: under LoRA they train as PEFT trainable
+    tokens; under full fine-tuning the embeddings train anyway (unless the LLM is frozen).
+    """
     if cfg.train_type == "lora":
-        return _apply_lora(model, cfg)
+        return _apply_lora(model, cfg, new_token_ids)
     return _apply_full(model, cfg)
 
 

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import pytest
 
+from coordexp.core.coordjson import GeomType, GTObject
 from coordexp.core.labels import Segment, assistant_labels, row_labels, target_segment
 from coordexp.core.match import MatchConfig
 from coordexp.core.parse_records import Rollout
 from coordexp.core.target_pipeline import run_target_step
 from coordexp.core.target_records import IGNORE, TargetConfig, TargetSample
-from coordexp.core.coordjson import GeomType, GTObject
 from coordexp.core.tokens import char_context
 from coordexp.errors import TargetError
 
 COORDS = {10: 10, 20: 20}
 L1_IDS = [1, 2, 3, 4, 5, 6, 10, 7, 8, 20, 9, 0]
-I = IGNORE
+X = IGNORE
 
 
 def l1_segment(**kw) -> Segment:
@@ -25,10 +25,10 @@ def l1_segment(**kw) -> Segment:
 
 def test_reference_l1_and_l2():
     row = row_labels(L1_IDS, [l1_segment()])
-    assert row.labels == (I, I, I, I, I, I, I, I, 8, I, 9, I)
+    assert row.labels == (X, X, X, X, X, X, X, X, 8, X, 9, X)
     assert list(zip(row.coord_positions, row.coord_bins, row.coord_is_prefix)) == [(6, 123, True), (9, 20, False)]
     row2 = row_labels(L1_IDS, [l1_segment(tail_ignore=[0, 2])])
-    assert row2.labels == (I,) * 12 and row2.coord_positions == (6, 9)
+    assert row2.labels == (X,) * 12 and row2.coord_positions == (6, 9)
 
 
 def test_packed_equals_concatenation_and_shifts_coords():

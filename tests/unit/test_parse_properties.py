@@ -200,7 +200,8 @@ def assert_matches_oracle(ids, ctx):
     return r
 
 
-def assert_prefix_invariants(r):
+def assert_prefix_invariants(r, ctx):
+    assert r.prefix_text == "".join(ctx.pieces[i] for i in r.prefix_ids)
     if r.fallback in (Fallback.NONE, Fallback.CUT_RETOKENIZE_FAILED):
         kept = len(r.prefix_ids) - r.cut_retokenized
         assert r.prefix_ids[:kept] == r.response_ids[:kept]
@@ -290,7 +291,7 @@ def rollout_text(draw, broken: bool = True):
 @given(token_ids)
 def test_random_ids_never_raise_and_agree_with_the_oracle(ids):
     r = assert_matches_oracle(ids, CTX)
-    assert_prefix_invariants(r)
+    assert_prefix_invariants(r, CTX)
 
 
 @settings(max_examples=3500, **SETTINGS)
@@ -298,7 +299,7 @@ def test_random_ids_never_raise_and_agree_with_the_oracle(ids):
 def test_structured_rollouts_agree_with_the_oracle(text, which):
     ctx = CONTEXTS[which]
     r = assert_matches_oracle(ENCODERS[which](text), ctx)
-    assert_prefix_invariants(r)
+    assert_prefix_invariants(r, ctx)
 
 
 @settings(max_examples=1800, **SETTINGS)
@@ -306,7 +307,7 @@ def test_structured_rollouts_agree_with_the_oracle(text, which):
 def test_prefix_closes_to_valid_json(text, which):
     ctx = CONTEXTS[which]
     r = parse(Rollout(tuple(ENCODERS[which](text))), ctx=ctx)
-    assert_prefix_invariants(r)
+    assert_prefix_invariants(r, ctx)
     if r.valid_objects:
         closed = json.loads(r.prefix_text + "}")
         assert all(o.key in closed for o in r.valid_objects)
@@ -327,7 +328,7 @@ def array_text(draw):
 def test_objects_array_prefix_closes_to_valid_json(text, which):
     ctx = CONTEXTS[which]
     r = parse(Rollout(tuple(ENCODERS[which](text))), ctx=ctx, layout=Layout.OBJECTS_ARRAY)
-    assert_prefix_invariants(r)
+    assert_prefix_invariants(r, ctx)
     seen = sorted([o.index for o in r.valid_objects] + [d.index for d in r.dropped])
     assert seen == list(range(1, len(seen) + 1))  # numbered by array position, none skipped
     if r.fallback is Fallback.NONE:

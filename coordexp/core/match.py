@@ -137,9 +137,22 @@ def _assign(ious: np.ndarray, cfg: MatchConfig) -> list[int | None]:
     rows, cols = np.nonzero(feasible)
     graph = coo_matrix((np.ones(len(rows)), (rows, n_pred + cols)), shape=(n_pred + n_gt,) * 2)
     _, label = connected_components(graph, directed=False)
+    fp_fn = round(cfg.fp_cost * COST_SCALE) + round(cfg.fn_cost * COST_SCALE)
+    if (n_pred + n_gt) * (fp_fn + COST_SCALE) >= _MAX_EXACT:
+        raise ConfigError(
+            f"rollout_matching.fp_cost/fn_cost ({cfg.fp_cost}, {cfg.fn_cost}) are too large for exact "
+            f"assignment of {n_pred} preds x {n_gt} GTs; use costs of order 1"
+        )
     for comp in np.unique(label[:n_pred][feasible.any(axis=1)]):
         comp_preds = np.flatnonzero(label[:n_pred] == comp)
         comp_gts = np.flatnonzero(label[n_pred:] == comp)
+        if len(comp_preds) == 1 and len(comp_gts) == 1:
+            # The common case in a sparse scene: one pred, one GT, nothing to tie-break against.
+            # Matching costs the pair, not matching costs fp + fn; equal costs match (tie rule).
+            p, g = int(comp_preds[0]), int(comp_gts[0])
+            if pair_cost[p, g] <= fp_fn:
+                result[p] = g
+            continue
         sub = _Component(pair_cost[np.ix_(comp_preds, comp_gts)], feasible[np.ix_(comp_preds, comp_gts)], cfg)
         for r, c in enumerate(sub.canonical()):
             if c is not None:
@@ -154,11 +167,6 @@ class _Component:
         p, g = pair_cost.shape
         fp, fn = round(cfg.fp_cost * COST_SCALE), round(cfg.fn_cost * COST_SCALE)
         forbidden = fp + fn + COST_SCALE
-        if (p + g) * forbidden >= _MAX_EXACT:
-            raise ConfigError(
-                f"rollout_matching.fp_cost/fn_cost ({cfg.fp_cost}, {cfg.fn_cost}) are too large for exact "
-                f"assignment of {p} preds x {g} GTs; use costs of order 1"
-            )
         m = np.zeros((p + g, g + p), dtype=np.int64)  # rows: preds, gt dummies; cols: gts, pred dummies
         m[:p, :g] = np.where(feasible, pair_cost, forbidden)
         m[:p, g:] = fp

@@ -2,10 +2,14 @@
 
 Input (one case, or ``{"cases": [case, ...]}`` for scenarios with sub-cases)::
 
-    {"tokenizer": "char" | {"char_fuse": ["}}", ...]} | "fixture-bpe",   (default "char")
+    {"tokenizer": "char" | {"char_fuse": ["}}", ...], "lossy": ["}"]} | "fixture-bpe",   (default "char")
      "text": "..."  (encoded with that tokenizer)  |  "ids": [...],
      "layout": "object_n" | "objects_array",                               (default "object_n")
      "repeat": 2}                                  (optional: parse again and report whether equal)
+
+``lossy`` (optional) makes the tokenizer's *re-encoding* of short fragments replace those strings by
+"?", as a normalising tokenizer would; the rollout ids are still encoded exactly. It is how a scenario
+reaches the token-internal cut that cannot be re-encoded (reference 15 W11).
 
 Output: ``coordexp.inspect.parse_view`` of the ParseResult (texts, indices, bins, reasons).
 """
@@ -14,6 +18,8 @@ from __future__ import annotations
 
 import functools
 from typing import Any
+
+import attrs
 
 from coordexp.core.coordjson import Layout
 from coordexp.core.parse import parse
@@ -42,9 +48,31 @@ def context_for(spec: Any) -> TokenContext:
         return _context(None, False)
     if spec == "fixture-bpe":
         return _context(None, True)
-    if isinstance(spec, dict) and set(spec) == {"char_fuse"}:
-        return _context(tuple(spec["char_fuse"]), False)
-    raise SpecError(f'parse fixture: tokenizer must be "char", "fixture-bpe" or {{"char_fuse": [...]}}, got {spec!r}')
+    if isinstance(spec, dict) and set(spec) <= {"char_fuse", "lossy"} and "char_fuse" in spec:
+        ctx = _context(tuple(spec["char_fuse"]), False)
+        return _lossy(ctx, tuple(spec.get("lossy", ())))
+    raise SpecError(
+        'parse fixture: tokenizer must be "char", "fixture-bpe" or {"char_fuse": [...], "lossy": [...]}, '
+        f"got {spec!r}"
+    )
+
+
+def _lossy(ctx: TokenContext, lost: tuple[str, ...]) -> TokenContext:
+    if not lost:
+        return ctx
+    exact = ctx.encode
+
+    def encode(text: str) -> list[int]:
+        for s in lost:
+            text = text.replace(s, "?")
+        return exact(text)
+
+    return attrs.evolve(ctx, encode=encode, name=ctx.name + "+lossy")
+
+
+def _is_lossy(case: dict[str, Any]) -> bool:
+    spec = case.get("tokenizer")
+    return isinstance(spec, dict) and bool(spec.get("lossy"))
 
 
 def _run_case(case: dict[str, Any]) -> dict[str, Any]:
@@ -56,7 +84,8 @@ def _run_case(case: dict[str, Any]) -> dict[str, Any]:
     if layout_name not in {lay.value for lay in Layout}:
         raise SpecError(f"parse fixture: unknown layout {layout_name!r}; known {[lay.value for lay in Layout]}")
     layout = Layout(layout_name)
-    ids = ctx.encode(case["text"]) if "text" in case else list(case["ids"])
+    exact = context_for({"char_fuse": case["tokenizer"]["char_fuse"]}) if _is_lossy(case) else ctx
+    ids = exact.encode(case["text"]) if "text" in case else list(case["ids"])
     rollout = Rollout(tuple(ids))
     result = parse(rollout, ctx=ctx, layout=layout)
     out = parse_view(result, ctx)

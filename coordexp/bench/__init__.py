@@ -9,5 +9,6 @@ from __future__ import annotations
 # subcommand -> (module under coordexp.bench, one-line help)
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "parse": ("coordexp.bench.parse", "Parse ms per dense 60-object rollout"),
+    "learn": ("coordexp.bench.learn", "Packed vs padded forward+backward on the tiny Qwen-VL"),
     "core": ("coordexp.bench.core", "Parse -> Match -> BuildTarget ms per dense sample"),
 }

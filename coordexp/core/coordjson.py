@@ -28,7 +28,9 @@ SEPARATORS = (", ", ": ")
 ARRAY_KEY = "objects"
 
 
-class GeomType(enum.Enum):
+class GeomType(enum.StrEnum):
+    """Geometry key of an object. A ``StrEnum`` so that records holding the plain string compare equal."""
+
     BBOX = "bbox_2d"
     POLY = "poly"
 

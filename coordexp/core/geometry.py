@@ -22,18 +22,12 @@ import attrs
 import numpy as np
 import shapely
 
+from coordexp.core.coordjson import GeomType
 from coordexp.core.coords import MAX_BIN
 from coordexp.errors import DataError
 
 # The legacy rasteriser supersampled the outline 5x per pixel; vertices snap to this lattice.
 _RASTER_SUBSTEPS = 5
-
-
-class GeomType(enum.StrEnum):
-    """Geometry key of an object (``bbox_2d`` or ``poly``)."""
-
-    BBOX = "bbox_2d"
-    POLY = "poly"
 
 
 class IouMode(enum.StrEnum):

@@ -230,5 +230,5 @@ class PrefixCut:
 
 
 def geom_value(geom: GeomType | str) -> str:
-    """The string value of either GeomType enum (coordjson's or geometry's), for conversions."""
+    """The plain string of a geometry type (records store ``GeomType`` members or their strings)."""
     return str(getattr(geom, "value", geom))

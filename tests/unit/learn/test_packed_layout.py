@@ -56,7 +56,8 @@ def test_padded_batch_shapes(tiny, segments):
     width = max(s.length for s in segments)
     assert batch.inputs["input_ids"].shape == (3, width)
     assert batch.inputs["attention_mask"].sum().item() == sum(s.length for s in segments)
-    assert torch.equal(batch.coord_batch_index.unique(), torch.arange(3))
+    rows = torch.cat([torch.full_like(s.coord_positions, i) for i, s in enumerate(segments)])
+    assert torch.equal(batch.coord_batch_index, rows) and torch.equal(batch.coord_positions, torch.cat([s.coord_positions for s in segments]))
 
 
 def test_segment_rejects_a_label_on_its_first_token(segments):

@@ -58,11 +58,19 @@ def _clamped(shape: Shape) -> np.ndarray:
     return np.clip(np.asarray(shape.points, dtype=np.float64), 0, MAX_BIN)
 
 
+def _clamp(v: float) -> float:
+    return float(min(MAX_BIN, max(0, v)))
+
+
 def aabb(shape: Shape) -> tuple[float, float, float, float]:
-    """Axis-aligned bounds ``(x1, y1, x2, y2)`` (norm1000 xyxy, clamped); reversed boxes are normalised."""
-    p = _clamped(shape)
-    xs, ys = p[0::2], p[1::2]
-    return (float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max()))
+    """Axis-aligned bounds ``(x1, y1, x2, y2)`` (norm1000 xyxy, clamped); reversed boxes are normalised.
+
+    Plain Python on purpose: a shape has 4 to a few dozen numbers, where numpy's per-call overhead
+    dominates (the matcher calls this for every pred and GT). Clamping after min/max equals clamping
+    each value first, since clamping is monotone.
+    """
+    xs, ys = shape.points[0::2], shape.points[1::2]
+    return (_clamp(min(xs)), _clamp(min(ys)), _clamp(max(xs)), _clamp(max(ys)))
 
 
 def vertices(shape: Shape) -> np.ndarray:

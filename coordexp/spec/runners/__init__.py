@@ -13,7 +13,7 @@ import pkgutil
 from collections.abc import Callable
 from typing import Any
 
-from coordexp.errors import CoordexpError
+from coordexp.errors import CoordexpError, SpecError
 
 Runner = Callable[[Any], Any]
 
@@ -47,12 +47,39 @@ def expected_error(exc: BaseException) -> dict[str, Any]:
     return {"error": {"type": type(exc).__name__, "message": str(exc)}}
 
 
+def each_case(data: Any, run_one: Callable[[Any], Any], *, transition: str, key: str = "cases") -> Any:
+    """Run one case, or every case of ``{key: [...]}`` (scenarios with sub-cases), in order."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{transition} fixture input must be a mapping, got {type(data).__name__}")
+    if key not in data:
+        return run_one(data)
+    if set(data) != {key}:
+        raise SpecError(f"{transition} fixture input with {key!r} takes no other keys, got {sorted(data)}")
+    return [run_one(case) for case in data[key]]
+
+
+def is_json(text: str) -> bool:
+    """Whether ``text`` parses as JSON (runners report it for prefix + append texts)."""
+    import json
+
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return True
+
+
 def run_scenario(transition: str, data: Any) -> Any:
-    """Run one fixture input; coordexp's own errors (and ValueError) become snapshot data."""
+    """Run one fixture input; coordexp's own errors (and ValueError) become snapshot data.
+
+    A ``SpecError`` is not snapshotted: it means the fixture itself is malformed, which must fail.
+    """
     table = runners()
     if transition not in table:
         raise KeyError(f"no runner for transition {transition!r}; known: {sorted(table)}")
     try:
         return table[transition](data)
+    except SpecError:
+        raise
     except (CoordexpError, ValueError) as exc:
         return expected_error(exc)

@@ -11,7 +11,6 @@ JSON) or the expected error.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import attrs
@@ -19,7 +18,7 @@ import attrs
 from coordexp.core.coordjson import GTObject, Layout, append_start_index, serialize_append
 from coordexp.errors import AppendError
 from coordexp.serde import structure
-from coordexp.spec.runners import expected_error
+from coordexp.spec.runners import each_case, expected_error, is_json
 
 TRANSITION = "append"
 
@@ -41,20 +40,8 @@ def _run_case(case: AppendCase) -> dict[str, Any]:
         text = serialize_append(case.fn, start_index=start, prefix_text=case.prefix_text, layout=case.layout)
     except AppendError as exc:
         return expected_error(exc)
-    return {"append_text": text, "start_index": start, "valid_json": _is_json(case.prefix_text + text)}
-
-
-def _is_json(text: str) -> bool:
-    try:
-        json.loads(text)
-    except json.JSONDecodeError:
-        return False
-    return True
+    return {"append_text": text, "start_index": start, "valid_json": is_json(case.prefix_text + text)}
 
 
 def run(data: dict[str, Any]) -> Any:
-    if "cases" in data:
-        if set(data) != {"cases"}:
-            raise TypeError(f"append input with 'cases' takes no other keys, got {sorted(data)}")
-        return [_run_case(structure(c, AppendCase)) for c in data["cases"]]
-    return _run_case(structure(data, AppendCase))
+    return each_case(data, lambda c: _run_case(structure(c, AppendCase)), transition=TRANSITION)

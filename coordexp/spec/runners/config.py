@@ -22,6 +22,7 @@ from coordexp.config import Loaded, derive, load, load_config_data, validate
 from coordexp.config.plan import PREVIEW_STEPS, channel_at
 from coordexp.config.schema_root import Config
 from coordexp.errors import ConfigError, ConfigWarning
+from coordexp.spec.runners import each_case
 
 TRANSITION = "config"
 
@@ -77,6 +78,4 @@ def _run_case(case: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(data: dict[str, Any]) -> Any:
-    if "cases" in data:
-        return [_run_case(case) for case in data["cases"]]
-    return _run_case(data)
+    return each_case(data, _run_case, transition=TRANSITION)

@@ -21,7 +21,7 @@ from coordexp.core import coords
 from coordexp.core.coordjson import gt_objects_from_record
 from coordexp.core.tokens import char_context
 from coordexp.errors import CoordexpError
-from coordexp.spec.runners import expected_error
+from coordexp.spec.runners import each_case, expected_error
 
 TRANSITION = "coords"
 
@@ -95,8 +95,4 @@ def _run_case(case: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(data: dict[str, Any]) -> Any:
-    if "cases" in data:
-        if set(data) != {"cases"}:
-            raise TypeError(f"coords input with 'cases' takes no other keys, got {sorted(data)}")
-        return [_run_case(c) for c in data["cases"]]
-    return _run_case(data)
+    return each_case(data, _run_case, transition=TRANSITION)

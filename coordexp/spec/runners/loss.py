@@ -25,6 +25,7 @@ from typing import Any
 import attrs
 
 from coordexp.serde import structure
+from coordexp.spec.runners import each_case
 
 TRANSITION = "loss"
 
@@ -185,8 +186,4 @@ def _run_case(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(data: dict[str, Any]) -> Any:
-    if "cases" in data:
-        if set(data) != {"cases"}:
-            raise ValueError(f"loss input with 'cases' takes no other keys, got {sorted(data)}")
-        return [_run_case(c) for c in data["cases"]]
-    return _run_case(data)
+    return each_case(data, _run_case, transition=TRANSITION)

@@ -14,6 +14,7 @@ from coordexp.core.geometry import Shape
 from coordexp.core.match import MatchConfig, match
 from coordexp.errors import DataError
 from coordexp.serde import structure, unstructure
+from coordexp.spec.runners import each_case
 
 TRANSITION = "match"
 
@@ -40,8 +41,4 @@ def _run_case(case: Any) -> dict[str, Any]:
 
 
 def run(data: dict[str, Any]) -> Any:
-    if "cases" in data:
-        if set(data) != {"cases"}:
-            raise DataError(f"match input with 'cases' takes no other keys, got {sorted(data)}")
-        return [_run_case(c) for c in data["cases"]]
-    return _run_case(data)
+    return each_case(data, _run_case, transition=TRANSITION)

@@ -16,7 +16,7 @@ import attrs
 from coordexp.core.pack import PackBuffer, SegmentRef, drain, insert, pop_pack
 from coordexp.errors import PackingError
 from coordexp.serde import structure, unstructure
-from coordexp.spec.runners import expected_error
+from coordexp.spec.runners import each_case, expected_error
 from coordexp.spec.runners.pack_select import missing_importer
 
 TRANSITION = "pack_buffer"
@@ -69,8 +69,4 @@ def _run_one(run: BufferRun) -> list[dict[str, Any]]:
 
 
 def run(data: dict[str, Any]) -> Any:
-    if "runs" in data:
-        if set(data) != {"runs"}:
-            raise ValueError(f"pack_buffer input with 'runs' takes no other keys, got {sorted(data)}")
-        return [_run_one(structure(r, BufferRun)) for r in data["runs"]]
-    return _run_one(structure(data, BufferRun))
+    return each_case(data, lambda r: _run_one(structure(r, BufferRun)), transition=TRANSITION, key="runs")

@@ -27,6 +27,7 @@ from coordexp.core.parse_records import Rollout
 from coordexp.core.tokens import TokenContext, char_context
 from coordexp.errors import SpecError
 from coordexp.inspect import parse_view
+from coordexp.spec.runners import each_case
 
 TRANSITION = "parse"
 
@@ -98,6 +99,4 @@ def _run_case(case: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(data: dict[str, Any]) -> Any:
-    if "cases" in data:
-        return [_run_case(c) for c in data["cases"]]
-    return _run_case(data)
+    return each_case(data, _run_case, transition=TRANSITION)

@@ -15,7 +15,7 @@ import attrs
 from coordexp.core.coordjson import Layout, gt_object_from_dict, serialize
 from coordexp.errors import DataError
 from coordexp.serde import structure, unstructure
-from coordexp.spec.runners import expected_error
+from coordexp.spec.runners import each_case, expected_error
 
 TRANSITION = "serialize"
 
@@ -35,8 +35,4 @@ def _run_case(case: SerializeCase) -> dict[str, Any]:
 
 
 def run(data: dict[str, Any]) -> Any:
-    if "cases" in data:
-        if set(data) != {"cases"}:
-            raise TypeError(f"serialize input with 'cases' takes no other keys, got {sorted(data)}")
-        return [_run_case(structure(c, SerializeCase)) for c in data["cases"]]
-    return _run_case(structure(data, SerializeCase))
+    return each_case(data, lambda c: _run_case(structure(c, SerializeCase)), transition=TRANSITION)

@@ -22,7 +22,6 @@ counters and ``valid_json`` (prefix + append parses as JSON). Errors are reporte
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from coordexp.core.coordjson import Layout
@@ -40,7 +39,7 @@ from coordexp.core.target_records import (
 from coordexp.core.tokens import TokenContext
 from coordexp.errors import CoordexpError, SpecError
 from coordexp.serde import structure, unstructure
-from coordexp.spec.runners import expected_error
+from coordexp.spec.runners import each_case, expected_error, is_json
 from coordexp.spec.runners.parse import context_for
 
 TRANSITION = "target"
@@ -102,7 +101,7 @@ def describe_trace(trace: TargetTrace, ctx: TokenContext) -> dict[str, Any]:
         "prefix_text": t.prefix_text,
         "append_text": t.append_text,
         "y_train_text": ctx.text_of(t.y_train_ids),
-        "valid_json": _is_json(t.prefix_text + t.append_text),
+        "valid_json": is_json(t.prefix_text + t.append_text),
         "spans": {"prefix_len": t.prefix_len, "append_len": t.append_len, "train_len": t.train_len},
         "ce_text": ce_text,
         "prefix_coord_targets": [[p, b] for p, b, pre in zip(t.coord_positions, t.coord_target_bins, t.coord_is_prefix) if pre],
@@ -132,14 +131,6 @@ def _runs(t: TrainTarget, ctx: TokenContext, kind: str) -> list[str]:
             runs.append(piece)
         prev = pos
     return runs
-
-
-def _is_json(text: str) -> bool:
-    try:
-        json.loads(text)
-    except json.JSONDecodeError:
-        return False
-    return True
 
 
 def _build(case: dict[str, Any]) -> dict[str, Any]:
@@ -190,8 +181,4 @@ def _run_case(case: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(data: dict[str, Any]) -> Any:
-    if "cases" in data:
-        if set(data) != {"cases"}:
-            raise SpecError(f"target input with 'cases' takes no other keys, got {sorted(data)}")
-        return [_run_case(c) for c in data["cases"]]
-    return _run_case(data)
+    return each_case(data, _run_case, transition=TRANSITION)

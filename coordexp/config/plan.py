@@ -1,44 +1,28 @@
 """The short step plan printed by ``python -m coordexp.run --dry-run``: what one optimizer step will do.
 
-The schedule preview follows the scheduler's rule (pattern cycle, or Bresenham on b_ratio: step s is B iff
-floor((s+1) r) > floor(s r)); it is a preview for humans, the scheduler in ``coordexp.core`` is what runs.
+The schedule preview asks the scheduler itself (``coordexp.core.schedule``), so what the dry run shows is what
+a run will do: a pattern cycle, or Bresenham on b_ratio (B iff floor((t+1) r) > floor(t r), t counted from
+the start of the ramp piece in effect).
 """
 
 from __future__ import annotations
 
-import math
-
 from coordexp.config.derive import Derived
-from coordexp.config.schema_ab import RampPoint, ScheduleConfig
+from coordexp.config.schema_ab import ScheduleConfig
 from coordexp.config.schema_root import Config
+from coordexp.core.schedule import channel_for_step, schedule_from_section
 
 PREVIEW_STEPS = 20
 
 
-def _ratio_at(b_ratio: float | tuple[RampPoint, ...], step: int) -> float:
-    if isinstance(b_ratio, float):
-        return b_ratio
-    for point in b_ratio:
-        if point.until_step is None or step < point.until_step:
-            return point.value
-    return b_ratio[-1].value
-
-
 def channel_at(schedule: ScheduleConfig, step: int) -> str:
-    if schedule.pattern:
-        return schedule.pattern[step % len(schedule.pattern)]
-    if schedule.b_ratio is None:
-        raise ValueError("schedule has neither pattern nor b_ratio")
-    r = _ratio_at(schedule.b_ratio, step)
-    if r <= 0:
-        return "A"
-    if r >= 1:
-        return "B"
-    return "B" if math.floor((step + 1) * r) > math.floor(step * r) else "A"
+    """The channel ("A" or "B") that the scheduler in ``coordexp.core.schedule`` picks for ``step``."""
+    return channel_for_step(step, schedule=schedule_from_section(schedule)).value
 
 
 def _schedule_text(schedule: ScheduleConfig) -> str:
-    preview = "".join(channel_at(schedule, s) for s in range(PREVIEW_STEPS))
+    scheduler = schedule_from_section(schedule)
+    preview = "".join(channel_for_step(s, schedule=scheduler) for s in range(PREVIEW_STEPS))
     if schedule.pattern:
         rule = "pattern " + "".join(schedule.pattern)
     elif isinstance(schedule.b_ratio, float):

@@ -8,7 +8,7 @@ coordexp deliberately accepts three keys that the Feb legacy trainer had removed
 - ``channel_b.enable_pipeline`` (overlap rollouts and learning, vLLM server mode only).
 
 ``schedule.b_ratio`` also accepts a piecewise ramp (the post-mortem's "0.05 -> 0.10 -> 0.20") so a ramp is a
-config change, not a relaunch. The Bresenham rule itself lives with the scheduler.
+config change, not a relaunch. The Bresenham rule itself lives in ``coordexp.core.schedule``.
 """
 
 from __future__ import annotations
@@ -41,7 +41,9 @@ class ScheduleConfig:
     b_ratio: BRatio | None = knob(
         None,
         help="Fraction of optimizer steps that are Channel-B (Bresenham: B iff floor((s+1)r) > floor(s*r)). "
-        "A float in [0, 1], or a ramp list of `{until_step, value}`; after the last until_step the last value stays.",
+        "A float in [0, 1], or a ramp list of `{until_step, value}` (the last piece may omit until_step; the last "
+        "value stays after it). In a ramp each piece counts steps from its own first step, so every piece realises "
+        "its own ratio.",
     )
 
 

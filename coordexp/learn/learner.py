@@ -146,6 +146,19 @@ def _is_ddp(model: torch.nn.Module) -> bool:
     return isinstance(model, torch.nn.parallel.DistributedDataParallel)
 
 
+def _enable_activation_checkpointing(model: torch.nn.Module) -> None:
+    """Non-reentrant activation checkpointing, under the name this transformers version uses.
+
+    transformers 5.23 renamed ``gradient_checkpointing_enable`` to ``activation_checkpointing_enable``
+    and made the old name warn; older releases only have the old one.
+    """
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 class Learner:
     """Owns the model, AdamW and the schedule; ``step(packs)`` is one optimizer step."""
 
@@ -164,7 +177,7 @@ class Learner:
         self.device = next(model.parameters()).device
         self.coord_ids = torch.tensor(list(coord_ids), dtype=torch.long, device=self.device)
         if training.gradient_checkpointing:
-            unwrap(model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            _enable_activation_checkpointing(unwrap(model))
         self.params = [p for _, p in trainable_parameters(model)]
         self.optimizer = build_optimizer(model, training)
         self.scheduler = build_scheduler(self.optimizer, training, total_steps)

@@ -9,6 +9,10 @@ padding) laid out as reference rollout 8.4 describes:
 - ``position_ids`` [4, 1, L]: row 0 the text positions, restarting at 0 in every segment; rows 1..3
   the M-RoPE (t, h, w) positions, computed per segment with the model's own ``get_rope_index`` (so
   each segment sees exactly the positions it would see alone) and concatenated;
+- ``TrainBatch.cu_seqlens``: the cumulative segment lengths ``[0, l0, l0 + l1, ..., L]`` (what a
+  varlen attention kernel takes), so the boundaries are stated, not only implied by row 0;
+- at most ``cap`` tokens (the packing length) when a cap is given: the selection upstream already
+  keeps a pack within it, and a longer row is refused rather than silently truncated or split;
 - no attention mask. transformers (``masking_utils.find_packed_sequence_indices``, used by
   ``create_causal_mask`` when ``attention_mask`` and ``past_key_values`` are both None) starts a new
   sequence wherever the text position does not step by +1, and builds a block-diagonal causal mask,
@@ -102,6 +106,18 @@ class TrainBatch:
     def n_segments(self) -> int:
         return len(self.segment_lengths)
 
+    @property
+    def cu_seqlens(self) -> tuple[int, ...]:
+        """Cumulative segment lengths ``(0, l0, l0 + l1, ..., total)``: segment i is ``[cu[i], cu[i+1])``.
+
+        For a packed row these are token offsets within the row; for a padded batch they index the
+        segments' tokens laid end to end (the row each would have if packed).
+        """
+        bounds = [0]
+        for n in self.segment_lengths:
+            bounds.append(bounds[-1] + n)
+        return tuple(bounds)
+
     def ce_mask(self) -> torch.Tensor:
         """[B, L] True where a CE label is read (positions >= 1 with a label)."""
         mask = self.labels != IGNORE_INDEX
@@ -164,10 +180,30 @@ def _require_segments(segments: Sequence[Segment]) -> None:
         raise PackingError("cannot build a batch from zero segments")
 
 
-def pack_segments(segments: Sequence[Segment], *, model: torch.nn.Module) -> TrainBatch:
-    """One padding-free row [1, L] with per-segment positions (see the module docstring)."""
+def _check_cap(lengths: Sequence[int], cap: int | None) -> None:
+    if cap is None:
+        return
+    if cap < 1:
+        raise PackingError(f"packing cap must be >= 1 token, got {cap}")
+    total = sum(lengths)
+    if total > cap:
+        raise PackingError(
+            f"packed row length {total} exceeds the cap {cap} (global_max_length; "
+            f"segment lengths {list(lengths)}); select fewer segments for this pack"
+        )
+
+
+def pack_segments(
+    segments: Sequence[Segment], *, model: torch.nn.Module, cap: int | None = None
+) -> TrainBatch:
+    """One padding-free row [1, L] with per-segment positions (see the module docstring).
+
+    ``cap`` (tokens, the packing length) bounds L; a longer row raises ``PackingError`` before any
+    model call. ``None`` leaves the row unbounded, for callers that pack a known-small set.
+    """
     _require_segments(segments)
     lengths = [s.length for s in segments]
+    _check_cap(lengths, cap)
     offsets = [sum(lengths[:i]) for i in range(len(segments))]
     text = torch.cat([torch.arange(n, dtype=torch.long) for n in lengths])
     mrope = torch.cat([segment_rope_positions(model, s).to(torch.long) for s in segments], dim=1)

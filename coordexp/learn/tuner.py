@@ -14,6 +14,7 @@ own ``all-linear`` would also adapt the vision tower, which is frozen by default
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -85,7 +86,11 @@ def _apply_lora(model: torch.nn.Module, cfg: TunerConfig, new_token_ids: Sequenc
     )
     for p in model.parameters():
         p.requires_grad_(False)
-    return get_peft_model(model, lora)
+    with warnings.catch_warnings():
+        # peft reads transformers' deprecated `is_gradient_checkpointing` while wrapping; the rename is
+        # theirs to finish, and the warning would otherwise fire on every LoRA/DoRA load.
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        return get_peft_model(model, lora)
 
 
 def _apply_full(model: torch.nn.Module, cfg: TunerConfig) -> torch.nn.Module:

@@ -42,6 +42,21 @@ def test_packed_row_layout(tiny, segments):
     expected = torch.cat([s.coord_positions + o for s, o in zip(segments, offsets)])
     assert torch.equal(row.coord_positions, expected)
     assert row.ce_weight() == sum(float(s.ce_weights[s.labels != IGNORE_INDEX].sum()) for s in segments)
+    assert row.cu_seqlens == (0, *offsets[1:], total)
+    for a, b in zip(row.cu_seqlens, row.cu_seqlens[1:]):  # boundaries are exactly where row 0 restarts
+        assert int(pos[0, 0, a]) == 0 and int(pos[0, 0, b - 1]) == b - a - 1
+
+
+def test_packed_row_cap(tiny, segments):
+    total = sum(s.length for s in segments)
+    assert pack_segments(segments, model=tiny.model, cap=total).inputs["input_ids"].shape == (1, total)
+    with pytest.raises(PackingError, match=rf"length {total} exceeds the cap {total - 1}\b"):
+        pack_segments(segments, model=tiny.model, cap=total - 1)
+    # Refused before the model is consulted: no positions are computed for a row that cannot be used.
+    with pytest.raises(PackingError, match=f"cap {segments[0].length - 1}"):
+        pack_segments(segments[:1], model=None, cap=segments[0].length - 1)
+    with pytest.raises(PackingError, match="cap must be >= 1"):
+        pack_segments(segments, model=None, cap=0)
 
 
 def test_image_rows_have_2d_positions(tiny, segments):
@@ -58,6 +73,8 @@ def test_padded_batch_shapes(tiny, segments):
     assert batch.inputs["attention_mask"].sum().item() == sum(s.length for s in segments)
     rows = torch.cat([torch.full_like(s.coord_positions, i) for i, s in enumerate(segments)])
     assert torch.equal(batch.coord_batch_index, rows) and torch.equal(batch.coord_positions, torch.cat([s.coord_positions for s in segments]))
+    lengths = [s.length for s in segments]
+    assert batch.cu_seqlens == (0, lengths[0], lengths[0] + lengths[1], sum(lengths))
 
 
 def test_segment_rejects_a_label_on_its_first_token(segments):

@@ -19,7 +19,7 @@ import torch
 
 from coordexp.core.pack import Pack, PackBuffer, SegmentRef, drain, insert
 from coordexp.data.tiny import BUILDERS, tiny_segments
-from coordexp.learn.learner import forward_loss_sums
+from coordexp.learn.learner import backward_packs
 from coordexp.learn.losses import CoordLossConfig
 from coordexp.learn.model import coord_ids_tensor, coord_token_ids
 from coordexp.learn.packed import TrainBatch, pack_segments, pad_segments
@@ -62,16 +62,7 @@ def _pack_report(packs: tuple[Pack, ...]) -> str:
 
 def _one_pass(model, batches, coord_ids) -> float:
     """Forward+backward of every batch with step-level normalisation; returns the step loss."""
-    w_ce = sum(b.ce_weight() for b in batches)
-    w_coord = sum(b.coord_weight() for b in batches)
-    model.zero_grad(set_to_none=True)
-    total = 0.0
-    for b in batches:
-        s = forward_loss_sums(model, b, coord_ids=coord_ids, coord_cfg=COORD)
-        loss = s.ce_sum / w_ce + s.coord_sum / w_coord
-        loss.backward()
-        total += float(loss.detach())
-    return total
+    return backward_packs(model, batches, coord_ids=coord_ids, coord_cfg=COORD)
 
 
 def _time(model, layouts, coord_ids, rounds: int) -> tuple[list[list[float]], list[float]]:

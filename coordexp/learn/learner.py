@@ -107,6 +107,34 @@ def _ratio(num: float, den: float) -> float:
     return num / den if den > 0 else 0.0
 
 
+def step_weights(packs: Sequence[TrainBatch]) -> tuple[float, float]:
+    """This process's total CE and coord weights over one optimizer step's packs."""
+    return sum(p.ce_weight() for p in packs), sum(p.coord_weight() for p in packs)
+
+
+def pack_loss(sums: LossSums, w_ce: float, w_coord: float, scale: float = 1.0) -> torch.Tensor:
+    """One pack's share of the step loss: its sums over the step's total weights (losses.py contract)."""
+    return sums.ce_sum * _ratio(scale, w_ce) + sums.coord_sum * _ratio(scale, w_coord)
+
+
+def backward_packs(
+    model: torch.nn.Module, packs: Sequence[TrainBatch], *, coord_ids: torch.Tensor, coord_cfg: CoordLossConfig
+) -> float:
+    """Single-process forward/backward of one step's packs (gradients zeroed first); returns the step loss.
+
+    The same normalisation as ``Learner.step`` without the optimizer, DDP or autocast, so benchmarks and
+    equivalence tests measure exactly what training computes.
+    """
+    w_ce, w_coord = step_weights(packs)
+    model.zero_grad(set_to_none=True)
+    total = 0.0
+    for pack in packs:
+        loss = pack_loss(forward_loss_sums(model, pack, coord_ids=coord_ids, coord_cfg=coord_cfg), w_ce, w_coord)
+        loss.backward()
+        total += float(loss.detach())
+    return total
+
+
 @attrs.frozen
 class StepStats:
     """What one optimizer step did (rank-local values)."""
@@ -185,7 +213,7 @@ class Learner:
 
     def _step_weights(self, packs: Sequence[TrainBatch]) -> tuple[float, float, float]:
         """(W_ce, W_coord, loss scale): global weights under DDP, known before any forward."""
-        local = torch.tensor([sum(p.ce_weight() for p in packs), sum(p.coord_weight() for p in packs)])
+        local = torch.tensor(step_weights(packs))
         if not (_is_ddp(self.model) and dist.is_initialized()):
             return float(local[0]), float(local[1]), 1.0
         weights = local.to(self.device, torch.float64)
@@ -204,8 +232,7 @@ class Learner:
         with self._sync(last):
             with self._autocast():
                 sums = forward_loss_sums(self.model, pack.to(self.device), coord_ids=self.coord_ids, coord_cfg=self.coord_cfg)
-            loss = sums.ce_sum * _ratio(scale, w_ce) + sums.coord_sum * _ratio(scale, w_coord)
-            loss.backward()
+            pack_loss(sums, w_ce, w_coord, scale).backward()
         return sums
 
     def step(self, packs: Sequence[TrainBatch]) -> StepStats:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from coordexp.data.tiny import build_tiny_qwen2_5vl, build_tiny_qwen3vl, tiny_segments
-from coordexp.learn.learner import forward_loss_sums
+from coordexp.learn.learner import backward_packs, forward_loss_sums, step_weights
 from coordexp.learn.losses import CoordLossConfig
 from coordexp.learn.model import coord_ids_tensor, coord_token_ids
 from coordexp.learn.packed import pack_segments, pad_segments
@@ -20,16 +20,9 @@ CFG = CoordLossConfig(sigma=2.0, truncate=16.0, temperature=1.0, soft_ce_weight=
 BUILDERS = {"qwen3_vl": build_tiny_qwen3vl, "qwen2_5_vl": build_tiny_qwen2_5vl}
 
 
-def _loss_and_grads(model, batches, weights, coord_ids):
-    """Step-normalised loss (losses.py contract) summed over ``batches``, and the gradients."""
-    model.zero_grad(set_to_none=True)
-    w_ce, w_coord = weights
-    total = 0.0
-    for batch in batches:
-        s = forward_loss_sums(model, batch, coord_ids=coord_ids, coord_cfg=CFG)
-        loss = s.ce_sum / w_ce + s.coord_sum / w_coord
-        loss.backward()
-        total += float(loss.detach())
+def _loss_and_grads(model, batches, coord_ids):
+    """Step-normalised loss over ``batches`` (the learner's own code path) and the gradients."""
+    total = backward_packs(model, batches, coord_ids=coord_ids, coord_cfg=CFG)
     grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
     return total, grads
 
@@ -52,9 +45,10 @@ def test_packed_row_matches_segments_one_by_one(tiny, attn):
     packed = pack_segments(segments, model=model)
     weights = (packed.ce_weight(), packed.coord_weight())
     assert weights[0] > 0 and weights[1] > 0
-    loss_packed, grads_packed = _loss_and_grads(model, [packed], weights, coord_ids)
+    loss_packed, grads_packed = _loss_and_grads(model, [packed], coord_ids)
     singles = [pack_segments([s], model=model) for s in segments]
-    loss_single, grads_single = _loss_and_grads(model, singles, weights, coord_ids)
+    assert step_weights(singles) == weights  # both runs are normalised by the same step totals
+    loss_single, grads_single = _loss_and_grads(model, singles, coord_ids)
 
     assert abs(loss_packed - loss_single) <= 1e-5
     assert grads_packed.keys() == grads_single.keys()
@@ -86,9 +80,8 @@ def test_padded_batch_matches_packed_row(tiny):
     packed = pack_segments(segments, model=model)
     padded = pad_segments(segments, pad_token_id=processor.tokenizer.pad_token_id)
     assert padded.ce_weight() == packed.ce_weight() and padded.coord_weight() == packed.coord_weight()
-    weights = (packed.ce_weight(), packed.coord_weight())
-    loss_packed, _ = _loss_and_grads(model, [packed], weights, coord_ids)
-    loss_padded, _ = _loss_and_grads(model, [padded], weights, coord_ids)
+    loss_packed, _ = _loss_and_grads(model, [packed], coord_ids)
+    loss_padded, _ = _loss_and_grads(model, [padded], coord_ids)
     assert abs(loss_packed - loss_padded) <= 1e-5
 
 

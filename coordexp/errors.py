@@ -54,3 +54,11 @@ class PackingError(CoordexpError):
 
 class SpecError(CoordexpError):
     """A spec document or fixture breaks the spec conventions (ids, WHEN/THEN, traceability)."""
+
+
+class TelemetryError(CoordexpError):
+    """A metric key or a telemetry record breaks the key registry or a log format."""
+
+
+class RolloutError(CoordexpError):
+    """A rollout backend was asked for something it cannot do, or produced something unusable."""

@@ -17,10 +17,10 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from coordexp import inspect_gt
+from coordexp.cli import check_utf8, int_list, read_text
 from coordexp.core.coordjson import Layout
 from coordexp.core.parse import parse
 from coordexp.core.parse_records import ParseResult, Rollout
@@ -35,7 +35,7 @@ def parse_view(result: ParseResult, ctx: TokenContext) -> dict[str, Any]:
         "response_len": len(result.response_ids),
         "prefix_text": result.prefix_text,
         "prefix_len": len(result.prefix_ids),
-        "prefix_tail_pieces": [ctx.pieces[i] for i in result.prefix_ids[-3:]],
+        "prefix_tail_pieces": [ctx.piece(i) for i in result.prefix_ids[-3:]],
         "cut_retokenized": result.cut_retokenized,
         "valid": [
             {
@@ -69,20 +69,21 @@ def resolve_context(choice: str | None) -> tuple[str, TokenContext]:
     if choice in (None, "fixture"):
         try:
             return "fixture", load_token_context(fixture_tokenizer_path())
-        except TokenizerError:
+        except TokenizerError as exc:
             if choice == "fixture":
-                raise
+                raise TokenizerError(f"--tokenizer fixture: {exc}") from exc
             return "char", char_context()
-    return choice, load_token_context(choice)
+    try:
+        return choice, load_token_context(check_utf8(choice, flag="--tokenizer"))
+    except TokenizerError as exc:
+        raise TokenizerError(f"--tokenizer {choice}: {exc}; give char, fixture or a tokenizer directory") from exc
 
 
 def _rollout_ids(args: argparse.Namespace, ctx: TokenContext) -> list[int]:
+    """The rollout ids from --ids, --text or --file; every bad input is a DataError naming its flag."""
     if args.ids is not None:
-        try:
-            return [int(x) for x in args.ids.replace(" ", "").split(",") if x]
-        except ValueError as exc:
-            raise SystemExit(f"--ids must be comma-separated integers: {exc}") from exc
-    text = args.text if args.text is not None else Path(args.file).read_text(encoding="utf-8")
+        return int_list(args.ids, flag="--ids", low=0, high=ctx.vocab_size)
+    text = check_utf8(args.text, flag="--text") if args.text is not None else read_text(args.file, flag="--file")
     return list(ctx.encode(text))
 
 
@@ -151,8 +152,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _negative_ids_as_values(argv: Sequence[str]) -> list[str]:
+    """``--ids -1,5`` -> ``--ids=-1,5``: argparse would take ``-1,5`` for an option and report a missing value,
+    while the real problem (a negative token id) deserves its own message."""
+    out, rest = [], list(argv)
+    while rest:
+        arg = rest.pop(0)
+        if arg == "--ids" and rest and rest[0][:1] == "-" and rest[0][1:2].isdigit():
+            arg = f"--ids={rest.pop(0)}"
+        out.append(arg)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_negative_ids_as_values(sys.argv[1:] if argv is None else argv))
     try:
         label, ctx = resolve_context(args.tokenizer)
         ids = _rollout_ids(args, ctx)
@@ -160,6 +173,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra = inspect_gt.gt_sections(ids, args, ctx) if args.gt else {}
     except (CoordexpError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except RecursionError:  # the parse of a pathologically nested rollout; the input is at fault, not the tool
+        print("error: the rollout is nested too deeply to inspect", file=sys.stderr)
         return 2
     report = {"tokenizer": label, "layout": args.layout, "sections": {"parse": parse_section(result, ctx), **extra}}
     if args.json:

@@ -19,17 +19,18 @@ Given the rollout and the sample's GT record (one JSONL-contract line as a JSON 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
+from coordexp.bind import PRESETS, bind_match, bind_prefix_policy, bind_target, tool_config
+from coordexp.cli import load_json
 from coordexp.core.coordjson import Layout, append_start_index
-from coordexp.core.match import MatchConfig
 from coordexp.core.parse_records import Rollout
 from coordexp.core.target import token_kinds
 from coordexp.core.target_pipeline import TargetTrace, run_target_step
-from coordexp.core.target_records import PrefixPolicyConfig, TargetConfig, TargetSample, geom_value
+from coordexp.core.target_records import TargetSample
 from coordexp.core.tokens import TokenContext
+from coordexp.data.jsonl import gt_from_record
 from coordexp.errors import DataError
 
 MARKS = {"ce": "^", "prefix_ce": "^", "desc_masked": "~", "desc_ce": "d", "coord_target": "c", "prefix": ".", "masked": "-"}
@@ -39,17 +40,14 @@ WIDTH = 100
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of the GT sections (``--gt`` turns them on)."""
     p.add_argument("--gt", help="JSON file with the sample's record (objects, width, height): adds match + target")
-    p.add_argument("--preset", choices=("rollout_matching", "stage2_ab"), default="rollout_matching",
+    p.add_argument("--preset", choices=tuple(PRESETS), default="rollout_matching",
                    help="BuildTarget switches (default rollout_matching)")
     p.add_argument("--prefix-policy", choices=("keep", "cut_at_first_invalid", "cut_at_first_duplicate"), default="keep")
     p.add_argument("--iou-mode", choices=("exact", "raster"), default="exact")
 
 
 def load_record(path: str) -> dict[str, Any]:
-    try:
-        record = json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
+    record = load_json(path, flag="--gt")
     if not isinstance(record, dict):
         raise DataError(f"{path}: a GT record is one JSON object (a JSONL line), got {type(record).__name__}")
     return record
@@ -57,16 +55,18 @@ def load_record(path: str) -> dict[str, Any]:
 
 def gt_sections(ids: list[int], args: argparse.Namespace, ctx: TokenContext) -> dict[str, Any]:
     """The ``match`` and ``target`` sections for ``--gt`` (plain data, like the parse section)."""
-    cfg = TargetConfig.stage2_ab() if args.preset == "stage2_ab" else TargetConfig.rollout_matching()
+    config = tool_config(args.preset, iou_mode=args.iou_mode, prefix_policy=args.prefix_policy)
+    cfg = bind_target(config)
     layout = Layout(args.layout)
-    sample = TargetSample.from_record(load_record(args.gt), sample_id=Path(args.gt).stem, bbox_only=cfg.bbox_only, layout=layout)
+    gt = gt_from_record(load_record(args.gt), where=args.gt, bbox_only=cfg.bbox_only)
+    sample = TargetSample(Path(args.gt).stem, gt, layout)
     trace = run_target_step(
         Rollout(tuple(ids), sample_id=sample.sample_id),
         sample,
         ctx=ctx,
-        match_cfg=MatchConfig(iou_mode=args.iou_mode),
+        match_cfg=bind_match(config),
         target_cfg=cfg,
-        policy_cfg=PrefixPolicyConfig(args.prefix_policy),
+        policy_cfg=bind_prefix_policy(config),
     )
     return {"match": match_section(trace, sample), "target": target_section(trace, ctx)}
 
@@ -84,7 +84,7 @@ def match_section(trace: TargetTrace, sample: TargetSample) -> dict[str, Any]:
                      "gt_desc": None if g is None else sample.gt[g].desc,
                      "iou": None if g is None else round(iou[i], 3), "status": status})
     start = append_start_index(trace.view.parse.max_object_index)
-    fn = [{"gt": g, "desc": sample.gt[g].desc, "geom": geom_value(sample.gt[g].geom_type),
+    fn = [{"gt": g, "desc": sample.gt[g].desc, "geom": sample.gt[g].geom_type.value,
            "bins": list(sample.gt[g].points), "appended_as": f"object_{start + k}"}
           for k, g in enumerate(trace.target.fn_gt_indices)]
     cut = trace.view.cut

@@ -1,29 +1,34 @@
-"""Command line entry point: ``python -m coordexp.run --config C [--base_config B] [--set k=v ...] [--dry-run]``.
+"""Command line entry point: ``python -m coordexp.run --config C [--base_config B] [--set k=v ...]``.
 
-``--dry-run`` loads, merges and validates the config, prints the resolved YAML and the step plan, and exits 0.
-Exit codes: 0 dry-run ok; 2 invalid config or arguments; 3 training requested but the training loop is not
-implemented yet (coordexp says so instead of pretending to train).
+Without a flag it trains: ``<output_dir>/<run_name>/`` receives the resolved config, logs, monitor dumps,
+rollout records and checkpoints. ``--resume RUN_DIR`` continues a run from its newest checkpoint.
+``--dry-run`` loads, merges and validates the config, prints the resolved YAML and the step plan, and exits.
+``--print-machine`` prints the step state machine as a mermaid diagram.
+Exit codes: 0 ok; 2 invalid config, data or arguments (the message names the key, file:line or sample);
+130 stopped by Ctrl-C (a checkpoint was saved).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 from coordexp.config import config_to_yaml, derive, load, validate
 from coordexp.config.plan import step_plan
-from coordexp.errors import ConfigError, ConfigWarning
+from coordexp.errors import ConfigError, ConfigWarning, CoordexpError
 
-EXIT_OK, EXIT_CONFIG, EXIT_NOT_IMPLEMENTED = 0, 2, 3
+EXIT_OK, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 2, 130
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m coordexp.run",
         description="Stage-2 rollout-matching / AB training of coord-token detectors.",
-        epilog="Exit codes: 0 ok, 2 invalid config or arguments, 3 training not implemented yet.",
+        epilog="Exit codes: 0 ok, 2 invalid config, data or arguments, 130 stopped by Ctrl-C (checkpoint saved).",
     )
     parser.add_argument("--config", required=True, metavar="PATH",
                         help="YAML config; may `extends:` other files (paths relative to it).")
@@ -33,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Override one dotted key, value read as YAML (e.g. --set training.packing=true). Repeatable.")
     parser.add_argument("--dry-run", action="store_true",
                         help="Validate, print the resolved config and the step plan, and exit without training.")
+    parser.add_argument("--print-machine", action="store_true",
+                        help="Print the step state machine (mermaid stateDiagram) and exit.")
+    parser.add_argument("--resume", metavar="RUN_DIR", type=Path,
+                        help="Continue the run in RUN_DIR (or a checkpoint folder) from its newest checkpoint.")
     return parser
 
 
@@ -51,18 +60,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         loaded = load(args.config, base_config=args.base_config, overrides=args.overrides)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConfigWarning)  # printed below, once
-            found = validate(loaded.config, display=loaded.display, source=args.config)
+            found = validate(loaded.config, display=loaded.display, locate=loaded.locate, source=args.config)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_CONFIG
+    if args.print_machine:
+        from coordexp.machine import mermaid
+
+        print(mermaid(), end="")
+        return EXIT_OK
     if args.dry_run:
         _print_dry_run(loaded, found)
         return EXIT_OK
     for message in found:
         print(f"warning: {message}", file=sys.stderr)
-    print("coordexp: the config is valid, but the training loop is not implemented yet; nothing was trained. "
-          "Use --dry-run to inspect the resolved config.", file=sys.stderr)
-    return EXIT_NOT_IMPLEMENTED
+    from coordexp.train import train
+
+    logging.basicConfig(level=logging.INFO, format="coordexp: %(message)s")
+    try:
+        summary = train(loaded.config, config_path=Path(args.config), resume=args.resume)
+    except CoordexpError as exc:
+        print(f"coordexp: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(summary.closing_line())
+    return EXIT_INTERRUPTED if summary.interrupted else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -11,4 +11,5 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "parse": ("coordexp.bench.parse", "Parse ms per dense 60-object rollout"),
     "learn": ("coordexp.bench.learn", "Packed vs padded forward+backward on the tiny Qwen-VL"),
     "core": ("coordexp.bench.core", "Parse -> Match -> BuildTarget ms per dense sample"),
+    "rollout": ("coordexp.bench.rollout", "hf rollout tokens/s with and without the stop rules"),
 }

@@ -1,4 +1,8 @@
-"""``python -m coordexp.bench <benchmark> [options]`` (see ``coordexp.bench.BENCHMARKS``)."""
+"""``python -m coordexp.bench <benchmark> [options]`` (see ``coordexp.bench.BENCHMARKS``).
+
+Exit codes: 0 done, 2 bad arguments or input (argparse, or a coordexp error such as a missing tokenizer),
+printed as one message without a traceback.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import importlib
 import sys
 
 from coordexp.bench import BENCHMARKS
+from coordexp.errors import CoordexpError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     module = importlib.import_module(BENCHMARKS[args.benchmark][0])
-    return module.main(args)
+    try:
+        return module.main(args)
+    except (CoordexpError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -16,14 +16,16 @@ import sys
 import time
 
 from coordexp.bench.parse import _DESCS, bench_context
+from coordexp.bind import PRESETS, bind_match, bind_prefix_policy, bind_target, tool_config
+from coordexp.cli import count
 from coordexp.core.coordjson import GeomType, GTObject, serialize
 from coordexp.core.match import MatchConfig, match
 from coordexp.core.parse import parse
 from coordexp.core.parse_records import Rollout
-from coordexp.core.prefix_policy import apply_prefix_policy
+from coordexp.core.prefix_policy import PrefixPolicyConfig, apply_prefix_policy
 from coordexp.core.target import build_target
 from coordexp.core.target_pipeline import match_shapes
-from coordexp.core.target_records import PrefixPolicyConfig, TargetConfig, TargetSample
+from coordexp.core.target_records import TargetConfig, TargetSample
 from coordexp.core.tokens import IM_END
 
 STAGES = ("parse", "policy", "match", "target")
@@ -51,9 +53,10 @@ def dense_sample(rng: random.Random, idx: int, matched: int, fp: int, missed: in
     return serialize(objects) + IM_END, TargetSample(f"dense{idx}", tuple(gts))
 
 
-def measure(ctx, samples, rounds: int, cfg: TargetConfig, policy: PrefixPolicyConfig) -> dict[str, list[float]]:
+def measure(
+    ctx, samples, rounds: int, cfg: TargetConfig, policy: PrefixPolicyConfig, match_cfg: MatchConfig
+) -> dict[str, list[float]]:
     """Seconds per stage call, one entry per (round, sample)."""
-    match_cfg = MatchConfig()
     times: dict[str, list[float]] = {s: [] for s in STAGES}
     for r in range(rounds + 1):  # round 0 warms up (first-call costs, lazy scipy import)
         for ids, sample in samples:
@@ -75,14 +78,14 @@ def measure(ctx, samples, rounds: int, cfg: TargetConfig, policy: PrefixPolicyCo
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--samples", type=int, default=50, help="distinct dense samples (default 50)")
-    p.add_argument("--rounds", type=int, default=5, help="passes over all samples (default 5)")
-    p.add_argument("--matched", type=int, default=45)
-    p.add_argument("--fp", type=int, default=15)
-    p.add_argument("--missed", type=int, default=5, help="GT objects without a prediction (FN)")
-    p.add_argument("--preset", choices=("rollout_matching", "stage2_ab"), default="rollout_matching")
+    p.add_argument("--samples", type=count(1), default=50, help="distinct dense samples (default 50)")
+    p.add_argument("--rounds", type=count(1), default=5, help="passes over all samples (default 5)")
+    p.add_argument("--matched", type=count(0), default=45)
+    p.add_argument("--fp", type=count(0), default=15)
+    p.add_argument("--missed", type=count(0), default=5, help="GT objects without a prediction (FN)")
+    p.add_argument("--preset", choices=tuple(PRESETS), default="rollout_matching")
     p.add_argument("--prefix-policy", choices=("keep", "cut_at_first_invalid", "cut_at_first_duplicate"), default="keep")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=count(0), default=0)
     p.add_argument("--tokenizer", choices=("fixture", "char"), default="fixture")
 
 
@@ -93,8 +96,8 @@ def main(args: argparse.Namespace) -> int:
     for i in range(args.samples):
         text, sample = dense_sample(rng, i, args.matched, args.fp, args.missed)
         samples.append((tuple(ctx.encode(text)), sample))
-    cfg = TargetConfig.stage2_ab() if args.preset == "stage2_ab" else TargetConfig.rollout_matching()
-    times = measure(ctx, samples, args.rounds, cfg, PrefixPolicyConfig(args.prefix_policy))
+    config = tool_config(args.preset, iou_mode="exact", prefix_policy=args.prefix_policy)
+    times = measure(ctx, samples, args.rounds, bind_target(config), bind_prefix_policy(config), bind_match(config))
     n_tokens = statistics.mean(len(ids) for ids, _ in samples)
     print(f"core: tokenizer={label} preset={args.preset} policy={args.prefix_policy} "
           f"{args.matched + args.fp} objects ({args.matched} matched, {args.fp} FP, {args.missed} FN), "

@@ -14,6 +14,7 @@ import sys
 import time
 import warnings
 
+from coordexp.cli import count
 from coordexp.core.coordjson import GeomType, GTObject, serialize
 from coordexp.core.tokens import IM_END, TokenContext, char_context
 from coordexp.errors import TokenizerError
@@ -73,10 +74,10 @@ def measure(ctx: TokenContext, texts: list[str], rounds: int) -> list[float]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--samples", type=int, default=200, help="distinct rollouts (default 200)")
-    p.add_argument("--objects", type=int, default=60, help="objects per rollout (default 60)")
-    p.add_argument("--rounds", type=int, default=5, help="passes over all rollouts (default 5)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--samples", type=count(1), default=200, help="distinct rollouts (default 200)")
+    p.add_argument("--objects", type=count(1), default=60, help="objects per rollout (default 60)")
+    p.add_argument("--rounds", type=count(1), default=5, help="passes over all rollouts (default 5)")
+    p.add_argument("--seed", type=count(0), default=0)
     p.add_argument("--tokenizer", choices=("fixture", "char"), default="fixture")
 
 

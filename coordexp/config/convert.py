@@ -7,6 +7,7 @@ mistake to report, not a value to coerce (cattrs would turn ``"false"`` into ``T
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, Literal, get_args, get_origin
 
@@ -14,39 +15,52 @@ import cattrs
 from cattrs.errors import IterableValidationError, IterableValidationNote
 
 from coordexp.config._types import tuple_item, type_name
-from coordexp.config.errors_format import format_structure_error
+from coordexp.config.errors_format import format_structure_error, show_value
 from coordexp.config.schema_ab import RampPoint
 from coordexp.config.schema_root import Config
 from coordexp.errors import ConfigError
 from coordexp.serde import converter as project_converter
 
 STRUCTURE_ERRORS = (ValueError, TypeError, KeyError, cattrs.BaseValidationError)
+# Every int of the schema is a count, a size, a step or a seed: anything beyond int64 is a typo, and letting it
+# through would overflow later (int / int -> float) far from the key that caused it.
+INT_LIMIT = 2**63 - 1
 
 
 class TypeMismatch(ValueError):
-    """A value of the wrong YAML type; carries what was expected for the message."""
+    """A value of the wrong YAML type (or out of the representable range); carries the message parts.
 
-    def __init__(self, expected: str, value: Any) -> None:
+    ``kind`` is the message's opening ("invalid value"; None lets the formatter choose), ``expected`` what
+    would be right.
+    """
+
+    def __init__(self, expected: str, value: Any, *, kind: str | None = None) -> None:
         self.expected = expected
         self.value = value
+        self.kind = kind
         super().__init__(f"expected {expected}, got {_show(value)}")
 
 
 def _show(value: Any) -> str:
-    if value is None:
-        return "null"
-    return f"{value!r} ({type(value).__name__})"
+    return show_value(value)
 
 
 def _int(value: Any, _t: Any) -> int:
     if type(value) is not int:
         raise TypeMismatch("int", value)
+    if abs(value) > INT_LIMIT:
+        raise TypeMismatch("an int with |value| <= 2**63 - 1", value, kind="invalid value")
     return value
 
 
 def _float(value: Any, _t: Any) -> float:
+    """A finite number: ``.inf`` / ``.nan`` would pass every range check (or fail them all) silently."""
     if type(value) not in (int, float):
         raise TypeMismatch("float", value)
+    if type(value) is int and abs(value) > INT_LIMIT:
+        raise TypeMismatch("a finite number with |value| <= 2**63 - 1", value, kind="invalid value")
+    if not math.isfinite(value):
+        raise TypeMismatch("a finite number", value, kind="invalid value")
     return float(value)
 
 
@@ -120,11 +134,22 @@ def make_config_converter() -> cattrs.Converter:
 config_converter = make_config_converter()
 
 
-def structure_config(data: Any, *, source: str | None = None, display: Callable[[str], str] = str) -> Config:
-    """Build ``Config`` from merged plain data; every structural problem becomes one ConfigError message."""
+def structure_config(
+    data: Any,
+    *,
+    source: str | None = None,
+    display: Callable[[str], str] = str,
+    locate: Callable[[str], str | None] = lambda _p: None,
+) -> Config:
+    """Build ``Config`` from merged plain data; every structural problem becomes one ConfigError message.
+
+    ``locate`` maps a dotted key to the ``file:line`` that set it, so messages name the file of an extends
+    chain where the problem is written.
+    """
     if not isinstance(data, dict):
         raise ConfigError([f"the config must be a mapping of sections, got {type(data).__name__}"], source=source)
     try:
         return config_converter.structure(data, Config)
     except cattrs.BaseValidationError as exc:
-        raise ConfigError(format_structure_error(exc, Config, display=display), source=source) from exc
+        messages = format_structure_error(exc, Config, display=display, locate=locate)
+        raise ConfigError(messages, source=source) from exc

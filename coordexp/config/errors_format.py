@@ -28,10 +28,23 @@ from coordexp.config._types import type_name, walk_schema
 DOCS_HINT = "every key is listed in docs/config.md"
 
 
-def format_structure_error(exc: BaseValidationError, root: type, *, display: Callable[[str], str] = str) -> list[str]:
-    """All messages of one structuring failure, in the order cattrs found them."""
-    out: list[str] = []
-    _walk(exc, "", root, out, display)
+Locate = Callable[[str], "str | None"]
+
+
+def format_structure_error(
+    exc: BaseValidationError, root: type, *, display: Callable[[str], str] = str, locate: Locate = lambda _p: None
+) -> list[str]:
+    """All messages of one structuring failure, in the order cattrs found them.
+
+    ``locate(dotted key)`` gives the ``file:line`` that set a key (None when no file did); a message about
+    a key a file set starts with it. A missing key is located at its section, where it has to be added.
+    """
+    found: list[tuple[str, str]] = []
+    _walk(exc, "", root, found, display)
+    out = []
+    for where_key, message in found:
+        where = locate(where_key) if where_key else None
+        out.append(f"{where}: {message}" if where else message)
     return out
 
 
@@ -48,19 +61,25 @@ def _sub_path(path: str, exc: BaseException) -> str:
     return path
 
 
-def _walk(exc: BaseException, path: str, root: type, out: list[str], display: Callable[[str], str]) -> None:
+def _walk(
+    exc: BaseException, path: str, root: type, out: list[tuple[str, str]], display: Callable[[str], str]
+) -> None:
+    """Collect (key to locate, message) pairs."""
     if isinstance(exc, ForbiddenExtraKeysError):
         for key in sorted(exc.extra_fields):
             hint = _suggest(key, exc.cl, path, root, display)
-            out.append(
-                f"{display(_join(path, key))}: unknown key{hint}. Fix: remove it or correct the spelling ({DOCS_HINT})."
-            )
+            out.append((_join(path, key),
+                        f"{display(_join(path, key))}: unknown key{hint}. Fix: remove it or correct the spelling "
+                        f"({DOCS_HINT})."))
         return
     if isinstance(exc, BaseValidationError):
         for sub in exc.exceptions:
             _walk(sub, _sub_path(path, sub), root, out, display)
         return
-    out.append(_leaf_message(exc, path, root, display))
+    where = path
+    if isinstance(exc, KeyError):  # a missing key is added in its section, so that is where it is located
+        where = path.rsplit(".", 1)[0] if "." in path else ""
+    out.append((where, _leaf_message(exc, path, root, display)))
 
 
 def _leaf_message(exc: BaseException, path: str, root: type, display: Callable[[str], str]) -> str:
@@ -74,10 +93,24 @@ def _leaf_message(exc: BaseException, path: str, root: type, display: Callable[[
         expected = type_name(field.type)
     if expected is None:
         return f"{shown}: {exc}."
-    got = getattr(exc, "value", None)
-    got_text = "null" if got is None else f"{got!r} ({type(got).__name__})"
-    kind = "invalid value" if expected.startswith("one of") else "wrong type"
+    got_text = show_value(getattr(exc, "value", None))
+    kind = getattr(exc, "kind", None) or ("invalid value" if expected.startswith("one of") else "wrong type")
     return f"{shown}: {kind}, expected {expected}, got {got_text}. Fix: use {expected}."
+
+
+SHOWN_CHARS = 40  # a value longer than this (a 400-digit int, a pasted blob) is shown by its head and size
+
+
+def show_value(value: Any) -> str:
+    """A value as a message shows it: its repr and YAML type, clipped so an absurd value stays readable."""
+    if value is None:
+        return "null"
+    if type(value) is int and abs(value) >= 10**SHOWN_CHARS:  # str() of a huge int is slow or refused
+        return f"an int of about {int(value.bit_length() * 0.30103) + 1} digits (int)"
+    text = repr(value)
+    if len(text) > SHOWN_CHARS:
+        text = f"{text[:SHOWN_CHARS - 10]}... ({len(text)} chars)"
+    return f"{text} ({type(value).__name__})"
 
 
 def _suggest(key: str, cls: type, path: str, root: type, display: Callable[[str], str]) -> str:

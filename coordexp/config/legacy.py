@@ -4,9 +4,8 @@ A plain "unknown key" would be correct but unhelpful for someone porting a legac
 own messages. They are checked on the merged mapping (canonical layout) before structuring and removed from
 it, so each problem is reported once.
 
-Two kinds: ``REMOVED`` keys are gone for good; ``NOT_IMPLEMENTED`` keys belong to a spec change that is not
-built yet. Accepting a key that does nothing is the legacy failure this module exists to prevent, so a
-planned option is refused until its change lands, and the message names that change.
+``REMOVED`` keys are gone for good. Keys the schema accepts but no code reads yet are not refused here: they are
+listed, with the reason, in ``coordexp.bind.unread``, and a test keeps that table honest.
 """
 
 from __future__ import annotations
@@ -45,14 +44,6 @@ REMOVED: dict[tuple[str, str], str] = {
     (f"{AB}.channel_b", "rollout_decode_batch_size"): f"use `{RM}.decode_batch_size`",
 }
 
-# (section path, key) -> (spec change that will implement it, what to do until then)
-NOT_IMPLEMENTED: dict[tuple[str, str], tuple[str, str]] = {
-    (RM, "rollout_buffer"): (
-        "2026-01-19-add-stage2-rollout-buffer-offload",
-        "remove the key; every step rolls out fresh (for throughput use `vllm.mode: server` and `decode_batch_size`)",
-    ),
-}
-
 
 def _section(data: dict[str, Any], path: str) -> dict[str, Any] | None:
     node: Any = data
@@ -61,16 +52,13 @@ def _section(data: dict[str, Any], path: str) -> dict[str, Any] | None:
     return node if isinstance(node, dict) else None
 
 
-def pop_removed_keys(data: dict[str, Any], *, display: Callable[[str], str] = str) -> list[str]:
-    """Remove every refused key from ``data`` (in place) and return one message per key found."""
+def pop_removed_keys(data: dict[str, Any], *, display: Callable[[str], str] = str) -> list[tuple[str, str]]:
+    """Remove every refused key from ``data`` (in place); one (canonical dotted key, message) per key found."""
     messages = []
     for (path, key), advice in REMOVED.items():
         if _pop(data, path, key):
-            messages.append(f"{display(_dotted(path, key))}: legacy key has been removed. Fix: {advice}.")
-    for (path, key), (change, advice) in NOT_IMPLEMENTED.items():
-        if _pop(data, path, key):
-            messages.append(f"{display(_dotted(path, key))}: not implemented yet (planned in spec change {change}); "
-                            f"it is refused rather than silently ignored. Fix: {advice}.")
+            dotted = _dotted(path, key)
+            messages.append((dotted, f"{display(dotted)}: legacy key has been removed. Fix: {advice}."))
     return messages
 
 

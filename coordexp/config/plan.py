@@ -1,16 +1,17 @@
 """The short step plan printed by ``python -m coordexp.run --dry-run``: what one optimizer step will do.
 
-The schedule preview asks the scheduler itself (``coordexp.core.schedule``), so what the dry run shows is what
+The schedule preview asks the scheduler itself (``coordexp.core.schedule``, on the record ``coordexp.bind`` builds), so what the dry run shows is what
 a run will do: a pattern cycle, or Bresenham on b_ratio (B iff floor((t+1) r) > floor(t r), t counted from
 the start of the ramp piece in effect).
 """
 
 from __future__ import annotations
 
+from coordexp.bind.transitions import schedule_from_section
 from coordexp.config.derive import Derived
 from coordexp.config.schema_ab import ScheduleConfig
 from coordexp.config.schema_root import Config
-from coordexp.core.schedule import channel_for_step, schedule_from_section
+from coordexp.core.schedule import channel_for_step
 
 PREVIEW_STEPS = 20
 

@@ -81,6 +81,7 @@ RANGES: tuple[Range, ...] = (
     positive("training.save_total_limit"),
     non_negative("training.save_delay_steps"),
     non_negative("training.dataloader_num_workers"),
+    Range("training.seed", 0, 2**32 - 1),  # numpy / random / vLLM seeds are 32-bit unsigned
     positive("tuner.lora_rank"),
     positive("tuner.lora_alpha"),
     unit("tuner.lora_dropout", high_open=True),
@@ -124,6 +125,8 @@ RANGES: tuple[Range, ...] = (
     positive(f"{RM}.monitor_dump.every_steps"),
     non_negative(f"{RM}.monitor_dump.max_events"),
     positive(f"{RM}.monitor_dump.max_samples"),
+    positive(f"{RM}.monitor_dump.max_text_chars"),
+    Range(f"{RM}.rollout_buffer.m_steps", 1),
     non_negative(f"{RM}.desc_monitor.every_steps"),
     non_negative(f"{RM}.desc_monitor.max_pairs"),
     unit(f"{RM}.desc_monitor.semantic_threshold"),

@@ -1,6 +1,8 @@
-"""Rules about decoding, stop rules, the vLLM backends, offload and length budgets."""
+"""Rules about decoding, stop rules, the vLLM backends, the rollout buffer, offload and length budgets."""
 
 from __future__ import annotations
+
+from urllib.parse import urlsplit
 
 from coordexp.config._findings import Findings
 from coordexp.config.derive import Derived
@@ -45,24 +47,62 @@ def repeat_terminate(config: Config, _d: Derived, out: Findings) -> None:
                  "set repeat_terminate.enabled: true")
 
 
+PORTS = range(1, 65536)
+
+
+def _url_problem(url: str) -> str | None:
+    """What is wrong with a server URL (scheme, host, port, trailing slash), None when it is usable."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or url.endswith("/"):
+        return f"{url!r} is not an http(s) URL with a host and without a trailing slash"
+    try:
+        port = parts.port
+    except ValueError:  # urllib refuses a port that is not a number in 0..65535
+        port = -1
+    if port is not None and port not in PORTS:
+        return f"{url!r} has port {parts.netloc.rpartition(':')[2]!r}, outside 1..65535"
+    return None
+
+
+def vllm_servers(config: Config, _d: Derived, out: Findings) -> None:
+    """Every listed server has a usable URL and a TCP port in 1..65535, whatever the mode."""
+    rm = config.rollout_matching
+    if rm is None:
+        return
+    key = f"{RM}.vllm.server.servers"
+    for i, server in enumerate(rm.vllm.server.servers):
+        problem = _url_problem(server.base_url)
+        if problem is not None:
+            out.error(f"{key}[{i}].base_url", problem, "write e.g. http://127.0.0.1:8000")
+        if server.group_port not in PORTS:
+            out.error(f"{key}[{i}].group_port", f"must be a TCP port in 1..65535, got {server.group_port}",
+                      "use e.g. 51216")
+
+
 def vllm_server(config: Config, d: Derived, out: Findings) -> None:
-    """Server mode: listed servers with real URLs and ports, a single learner process."""
+    """Server mode: at least one server, a single learner process."""
     rm = config.rollout_matching
     if rm is None or rm.rollout_backend != "vllm" or rm.vllm.mode != "server":
         return
-    key = f"{RM}.vllm.server.servers"
     if not rm.vllm.server.servers:
-        out.error(key, "server mode needs at least one server", "add `- {base_url: http://127.0.0.1:8000, group_port: 51216}`")
-    for i, server in enumerate(rm.vllm.server.servers):
-        if not server.base_url.startswith(("http://", "https://")) or server.base_url.endswith("/"):
-            out.error(f"{key}[{i}].base_url", f"{server.base_url!r} is not an http(s) URL without a trailing slash",
-                      "write e.g. http://127.0.0.1:8000")
-        if server.group_port <= 0:
-            out.error(f"{key}[{i}].group_port", f"must be > 0, got {server.group_port}", "use e.g. 51216")
+        out.error(f"{RM}.vllm.server.servers", "server mode needs at least one server",
+                  "add `- {base_url: http://127.0.0.1:8000, group_port: 51216}`")
     if d.world_size != 1:
         out.error(f"{RM}.vllm.mode", f"server mode needs a single learner process, but world size is "
                   f"{d.world_size} (from {d.world_size_source})",
                   "launch one learner (no torchrun), or use vllm.mode: colocate")
+
+
+def vllm_multimodal_limits(config: Config, _d: Derived, out: Findings) -> None:
+    """``limit_mm_per_prompt`` counts items per modality: named modalities, counts >= 0."""
+    rm = config.rollout_matching
+    limits = rm.vllm.limit_mm_per_prompt if rm is not None else None
+    for modality, count in (limits or {}).items():
+        key = f"{RM}.vllm.limit_mm_per_prompt.{modality}"
+        if not modality.strip():
+            out.error(f"{RM}.vllm.limit_mm_per_prompt", "has an empty modality name", "use e.g. {image: 1, video: 0}")
+        elif count < 0:
+            out.error(key, f"must be >= 0 (items per prompt), got {count}", "use e.g. 1 for image, 0 for video")
 
 
 def vllm_colocate(config: Config, d: Derived, out: Findings) -> None:
@@ -95,6 +135,21 @@ def pipeline(config: Config, _d: Derived, out: Findings) -> None:
                   "switch to vLLM server mode or set enable_pipeline: false")
 
 
+def rollout_buffer(config: Config, _d: Derived, out: Findings) -> None:
+    """A buffer setting that cannot take effect is a warning, as is reuse with partial windows left in."""
+    rm = config.rollout_matching
+    if rm is None:
+        return
+    buf, key = rm.rollout_buffer, f"{RM}.rollout_buffer"
+    if buf.enabled and buf.m_steps == 1:
+        out.warn(f"{key}.m_steps", "is 1, so the enabled buffer never reuses a window", "set m_steps >= 2 or disable it")
+    if not buf.enabled and buf.m_steps > 1:
+        out.warn(f"{key}.enabled", f"is false, so m_steps {buf.m_steps} has no effect", "set rollout_buffer.enabled: true")
+    if buf.enabled and buf.m_steps > 1 and not config.training.dataloader_drop_last:
+        out.warn("training.dataloader_drop_last", "is false, so a final partial accumulation window is learned once, "
+                 "without reuse", "set training.dataloader_drop_last: true for reuse on full windows only")
+
+
 def offload(config: Config, _d: Derived, out: Findings) -> None:
     """Offload cannot move DeepSpeed-managed state; elsewhere than colocate vLLM it does nothing."""
     rm = config.rollout_matching
@@ -123,4 +178,5 @@ def length_budget(config: Config, d: Derived, out: Findings) -> None:
                  f"raise vllm.max_model_len to >= {need}")
 
 
-RULES = (decoding, repeat_terminate, vllm_server, vllm_colocate, vllm_sync, pipeline, offload, length_budget)
+RULES = (decoding, repeat_terminate, vllm_servers, vllm_server, vllm_multimodal_limits, vllm_colocate, vllm_sync,
+         pipeline, rollout_buffer, offload, length_budget)

@@ -1,4 +1,4 @@
-"""Rules about which sections a trainer variant needs, the data sources, prompts and the A/B schedule."""
+"""Rules about which sections a trainer variant needs, the model and tuner, data sources, prompts and the schedule."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from coordexp.config._findings import Findings
 from coordexp.config.derive import Derived
 from coordexp.config.schema_ab import RampPoint
 from coordexp.config.schema_root import Config
-from coordexp.config.sources import parse_synthetic
+from coordexp.config.sources import EXAMPLE, SyntheticSource, parse_synthetic
+from coordexp.errors import ConfigError
 
 RM = "custom.extra.rollout_matching"
 AB = "custom.extra.stage2_ab"
@@ -28,21 +29,50 @@ def variant_sections(config: Config, _d: Derived, out: Findings) -> None:
                  "remove it, or set custom.trainer_variant: stage2_ab_training")
 
 
+def model_and_tuner(config: Config, _d: Derived, out: Findings) -> None:
+    """A model to load, and LoRA adapters on at least one named module kind."""
+    if not config.model.model.strip():
+        out.error("model.model", "is empty", "give a checkpoint directory or hub id, or `tiny` for the offline model")
+    tuner = config.tuner
+    if tuner.train_type == "lora" and not tuner.target_modules:
+        out.error("tuner.target_modules", "is empty, so LoRA would train nothing",
+                  "list module kinds such as [q_proj, v_proj], or keep the default [all-linear]")
+    for i, name in enumerate(tuner.target_modules):
+        if not name.strip():
+            out.error(f"tuner.target_modules[{i}]", "is an empty module name", "remove it or name a module kind")
+
+
 def data_sources(config: Config, _d: Derived, out: Findings) -> None:
-    """train_jsonl is required; synthetic addresses must parse; eval needs val_jsonl."""
+    """train_jsonl is required; synthetic addresses must parse (generator parameters included); eval needs val_jsonl."""
     c = config.custom
     if c.train_jsonl is None:
-        out.error("custom.train_jsonl", "is required", "point it at a JSONL file or use synthetic://demo?n=16")
+        out.error("custom.train_jsonl", "is required", f"point it at a JSONL file or use {EXAMPLE}")
     for key, value in (("custom.train_jsonl", c.train_jsonl), ("custom.val_jsonl", c.val_jsonl)):
         if value is None:
             continue
+        if not value.strip():
+            out.error(key, "is an empty string", f"give a JSONL path or {EXAMPLE}, or null")
+            continue
         try:
-            parse_synthetic(value)
+            source = parse_synthetic(value)
         except ValueError as exc:
-            out.error(key, f"bad synthetic data address {value!r}: {exc}", "use synthetic://demo?n=16&seed=0")
+            out.error(key, f"bad data address {value!r}: {exc}", f"use e.g. {EXAMPLE}")
+            continue
+        if source is not None and source.params:
+            _generator_params(key, value, source, out)
     if c.val_jsonl is None and config.training.eval_strategy != "no":
         out.error("custom.val_jsonl", f"is not set but training.eval_strategy is {config.training.eval_strategy!r}",
                   "set custom.val_jsonl or training.eval_strategy: no")
+
+
+def _generator_params(key: str, value: str, source: SyntheticSource, out: Findings) -> None:
+    """The generator owns its parameters' rules; it is imported only when an address carries some."""
+    from coordexp.data.synthetic import resolve_params  # numpy + PIL: only for configs that need it
+
+    try:
+        resolve_params(dict(source.params))
+    except ConfigError as exc:
+        out.error(key, f"bad data address {value!r}: {'; '.join(exc.messages)}", f"fix the parameter, e.g. {EXAMPLE}")
 
 
 def prompts(config: Config, _d: Derived, out: Findings) -> None:
@@ -95,4 +125,4 @@ def _ramp(points: tuple[RampPoint, ...], key: str, out: Findings) -> None:
         previous = max(previous, point.until_step)
 
 
-RULES = (variant_sections, data_sources, prompts, schedule)
+RULES = (variant_sections, model_and_tuner, data_sources, prompts, schedule)

@@ -17,7 +17,15 @@ class ModelConfig:
         help=f"Checkpoint directory or hub id, or `{TINY_MODEL}` for the tiny Qwen3-VL built offline (CPU demos, tests)."
     )
     torch_dtype: Literal["bfloat16", "float16", "float32"] = knob("bfloat16", help="Dtype the weights are loaded in.")
-    attn_impl: Literal["eager", "sdpa", "flash_attention_2"] = knob("sdpa", help="Attention kernel.")
+    attn_impl: Literal["eager", "sdpa", "flash_attention_2", "packed", "packed_sdpa", "packed_torch_varlen", "packed_fa_varlen"] = knob(
+        "packed",
+        help="Attention kernel of the language model. `packed`: attention within each segment of a packed row, never an "
+        "L x L mask (flash-attn varlen on CUDA when installed, else torch varlen where it exists, else one causal SDPA "
+        "per segment; everything that is not a packed row runs as `sdpa`); `packed_fa_varlen` / `packed_torch_varlen` / "
+        "`packed_sdpa` pin one of those kernels (the first two need CUDA and bf16/fp16 compute). The vision tower keeps "
+        "its own per-image `sdpa` under every `packed*` value. `sdpa` / `eager` build a dense block-diagonal mask for a "
+        "packed row (quadratic in the pack; warned once on CUDA); `flash_attention_2` is transformers' own.",
+    )
     max_pixels: int | None = knob(None, help="Resize images above this many pixels; null = never resize (the norm1000 data is pre-resized).")
 
 

@@ -56,6 +56,21 @@ class OffloadConfig:
 
 
 @attrs.frozen
+class RolloutBufferConfig:
+    enabled: bool = knob(
+        False,
+        help="Reuse one gradient-accumulation window of finished targets for `m_steps` optimizer steps: the E-step "
+        "rolls out, parses, matches, builds and packs the window; the M-steps learn the cached batches again in the "
+        "same order (no rollout, no repacking). Evaluation never reuses; the buffer starts empty after a resume.",
+    )
+    m_steps: int = knob(
+        1,
+        help="Optimizer steps learned from one window (>= 1; 1 = no reuse). The loader yields each full window "
+        "m_steps times so no data is skipped; a final partial window runs once (see `training.dataloader_drop_last`).",
+    )
+
+
+@attrs.frozen
 class MonitorDumpConfig:
     enabled: bool = knob(False, help="Write qualitative rollout / target dumps (JSON + Markdown).")
     every_steps: int | None = knob(None, help="Dump every N optimizer steps; null = `training.logging_steps`.")
@@ -63,7 +78,7 @@ class MonitorDumpConfig:
     only_world_process_zero: bool = knob(True, help="Only the main process dumps.")
     max_events: int = knob(20, help="Stop after this many dumps (0 = unlimited).")
     max_samples: int = knob(1, help="Samples per dump.")
-    max_text_chars: int = knob(4000, help="Clip texts to this many characters.")
+    max_text_chars: int = knob(4000, help="Clip texts to this many characters (> 0).")
     out_dir: str | None = knob(None, help="Dump folder; null = `<training.output_dir>/monitor_dumps`.")
     write_markdown: bool = knob(True, help="Also write a Markdown rendering next to each JSON dump.")
 
@@ -123,8 +138,15 @@ class RolloutMatchingConfig:
     w1_weight: float | None = knob(None, help="W1 weight; null = `custom.coord_soft_ce_w1.w1_weight`.")
     gate_weight: float | None = knob(None, help="Coord-vocab gate weight; null = `custom.coord_soft_ce_w1.gate_weight`.")
     # --- runtime sections ---
+    rollout_buffer: RolloutBufferConfig = section(
+        RolloutBufferConfig, help="E-step / M-step reuse of one window of rollout targets (reference rollout 9.1)."
+    )
     offload: OffloadConfig = section(OffloadConfig, help="CPU offload during colocate rollouts.")
     monitor_dump: MonitorDumpConfig = section(MonitorDumpConfig, help="Qualitative dumps of rollouts and targets.")
+    record_rollouts: bool = knob(
+        False, help="Write every rollout (prompt ids, completion ids, finish reason, sample id, config hash) to "
+        "`<run folder>/rollouts.jsonl`, the input of offline replay."
+    )
     desc_monitor: DescMonitorConfig = section(DescMonitorConfig, help="Desc agreement metrics.")
     debug_dump_parse_failures: bool = knob(False, help="Log clipped raw/prefix text of samples with parse drops or truncation.")
     debug_dump_max: int = knob(3, help="Maximum parse-failure log lines per step.")

@@ -44,12 +44,17 @@ class CustomConfig:
     )
     train_jsonl: str | None = knob(
         None,
-        help="Training JSONL (images, objects, width, height; norm1000 coords), or `synthetic://demo?n=N&seed=S` for "
-        "generated demo data. Required.",
+        help="Training JSONL (images, objects, width, height; norm1000 coords), or `synthetic://shapes?n=N&seed=S` for "
+        "generated shapes (coordexp.data.synthetic). Required.",
     )
     val_jsonl: str | None = knob(None, help="Validation JSONL (same contract); null = no evaluation.")
     train_sample_limit: int | None = knob(None, help="Keep only the first N training records.")
     val_sample_limit: int | None = knob(None, help="Keep only the first N validation records.")
+    image_root: str | None = knob(
+        None,
+        help="Folder that relative image paths in the JSONL files resolve against; null = each JSONL file's own "
+        "folder. A relative image_root is taken from the working directory.",
+    )
     object_ordering: Literal["sorted", "random"] = knob(
         "sorted", help="GT object order: `sorted` top-to-bottom then left-to-right, `random` seeded shuffle per sample."
     )

@@ -23,14 +23,16 @@ def validate(
     *,
     env: Mapping[str, str] | None = None,
     display: Callable[[str], str] = str,
+    locate: Callable[[str], str | None] | None = None,
     source: str | None = None,
 ) -> list[str]:
     """Run every rule; raise ConfigError with all errors, else warn and return the warning texts.
 
-    ``env`` stands in for ``os.environ`` (WORLD_SIZE); ``display`` writes dotted keys in the user's layout.
+    ``env`` stands in for ``os.environ`` (WORLD_SIZE); ``display`` writes dotted keys in the user's layout;
+    ``locate`` (``Loaded.locate``) names the ``file:line`` that set a key, so a message points into the file.
     """
     derived = derive(config, env)
-    findings = Findings(display)
+    findings = Findings(display, locate) if locate is not None else Findings(display)
     for rule in RULES:
         rule(config, derived, findings)
     if findings.errors:

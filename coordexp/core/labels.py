@@ -1,17 +1,15 @@
-"""Per-token labels: the span rules of one assistant turn, and their placement in a (packed) row.
+"""Per-token labels of one assistant turn: the span rules of reference §6.5, written once.
 
-Two steps, both pure python:
+``assistant_labels`` applies them to one target's assistant tokens (assistant-local positions):
+prefix tokens get no CE unless listed as prefix structure positions, matched prefix coord positions
+get their GT-derived bins, tail coord tokens get their own bin and no CE, listed tail positions are
+ignored (desc values), every other tail token gets CE with its weight. BuildTarget calls it; every
+position is checked, and a violation is a TargetError naming the sample and the position, never a
+clamp.
 
-1. ``assistant_labels`` applies the span rules of reference §6.5 to one target's assistant tokens
-   (assistant-local positions): prefix tokens get no CE unless listed as prefix structure positions,
-   matched prefix coord positions get their GT-derived bins, tail coord tokens get their own bin and
-   no CE, listed tail positions are ignored (desc values), every other tail token gets CE with its
-   weight. BuildTarget calls it, so the rule exists once.
-2. ``row_labels`` places the labels of one or more segments into a row of input ids: segment ``s``
-   occupies ``[offset_s, offset_s + encoded_len_s)`` and its assistant span starts at
-   ``offset_s + prompt_len_s``. A packed row is just several segments, so the packed labels equal the
-   concatenation of the per-segment labels by construction (reference 14.5 L3). Every span is
-   checked; a violation is a TargetError naming the segment and the position, never a clamp.
+Placing a target after its prompt and packing several targets into one row is the learner's job
+(``coordexp.learn.segments``, ``coordexp.learn.packed``): it shifts these assistant-local positions by
+the prompt length and the segment offset, and the one ignore label below is the one it uses.
 """
 
 from __future__ import annotations
@@ -20,8 +18,9 @@ from collections.abc import Mapping, Sequence
 
 import attrs
 
-from coordexp.core.target_records import IGNORE, TrainTarget
 from coordexp.errors import TargetError
+
+IGNORE_INDEX = -100  # label of a position without CE (the torch CrossEntropy ignore index)
 
 
 @attrs.frozen
@@ -63,7 +62,7 @@ def assistant_labels(
     tail_n = n - prefix_len
     if tail_weights is not None and len(tail_weights) != tail_n:
         raise TargetError(f"sample {sample_id}: {len(tail_weights)} tail weights for a {tail_n}-token tail")
-    labels = [IGNORE] * n
+    labels = [IGNORE_INDEX] * n
     weights = [0.0] * n
     coords: dict[int, tuple[int, bool]] = {}
     for pos, tbin in prefix_coord:
@@ -104,114 +103,3 @@ def _check_prefix_pos(pos: int, prefix_len: int, what: str, sample_id: str) -> N
             f"sample {sample_id}: {what} at assistant position {pos} is outside the assistant prefix span "
             f"[0, {prefix_len}) (a negative position lies in the prompt)"
         )
-
-
-@attrs.frozen
-class Segment:
-    """One teacher-forced encoding inside a row: ``prompt + assistant labels (+ template suffix)``."""
-
-    prompt_len: int  # tokens before the assistant span in this encoding
-    encoded_len: int  # tokens this segment occupies in the row
-    labels: AssistantLabels
-    rollout_prompt_ids: tuple[int, ...] | None = attrs.field(
-        default=None, converter=attrs.converters.optional(tuple)
-    )  # prompt the rollout was generated from; checked against the row when given
-    sample_id: str = "?"
-
-
-@attrs.frozen
-class RowLabels:
-    """Labels of one row; coord supervision at absolute positions, with the owning segment index."""
-
-    labels: tuple[int, ...]
-    weights: tuple[float, ...]
-    coord_positions: tuple[int, ...]
-    coord_bins: tuple[int, ...]
-    coord_is_prefix: tuple[bool, ...]
-    coord_segment: tuple[int, ...]
-    offsets: tuple[int, ...]  # start of each segment in the row
-
-
-def row_labels(input_ids: Sequence[int], segments: Sequence[Segment]) -> RowLabels:
-    """Labels for a row holding ``segments`` back to back (one segment = an un-packed sample)."""
-    total = len(input_ids)
-    labels = [IGNORE] * total
-    weights = [0.0] * total
-    coords: list[tuple[int, int, bool, int]] = []
-    offsets = []
-    offset = 0
-    for s, seg in enumerate(segments):
-        _check_segment(input_ids, seg, s, offset, total)
-        start = offset + seg.prompt_len
-        lab = seg.labels
-        labels[start : start + len(lab.labels)] = lab.labels
-        weights[start : start + len(lab.weights)] = lab.weights
-        coords.extend((start + p, b, pre, s) for p, b, pre in zip(lab.coord_positions, lab.coord_bins, lab.coord_is_prefix))
-        offsets.append(offset)
-        offset += seg.encoded_len
-    return RowLabels(
-        labels=tuple(labels),
-        weights=tuple(weights),
-        coord_positions=tuple(c[0] for c in coords),
-        coord_bins=tuple(c[1] for c in coords),
-        coord_is_prefix=tuple(c[2] for c in coords),
-        coord_segment=tuple(c[3] for c in coords),
-        offsets=tuple(offsets),
-    )
-
-
-def _check_segment(input_ids: Sequence[int], seg: Segment, s: int, offset: int, total: int) -> None:
-    where = f"segment {s} (sample {seg.sample_id})"
-    if seg.encoded_len <= 0:
-        raise TargetError(f"{where}: encoded_len must be > 0, got {seg.encoded_len}")
-    end = offset + seg.encoded_len
-    if end > total:
-        raise TargetError(f"{where}: segment metadata overruns the row (ends at {end} > {total} tokens)")
-    train_len = len(seg.labels.labels)
-    if not 0 < seg.prompt_len < seg.encoded_len or seg.prompt_len + train_len > seg.encoded_len:
-        raise TargetError(
-            f"{where}: assistant span [{seg.prompt_len}, {seg.prompt_len + train_len}) does not fit inside "
-            f"(0, {seg.encoded_len}]; the prompt must be non-empty and the target must not be truncated"
-        )
-    prompt = tuple(input_ids[offset : offset + seg.prompt_len])
-    if seg.rollout_prompt_ids is not None and prompt != seg.rollout_prompt_ids:
-        at = next((i for i, (a, b) in enumerate(zip(prompt, seg.rollout_prompt_ids)) if a != b), min(len(prompt), len(seg.rollout_prompt_ids)))
-        raise TargetError(
-            f"{where}: prompt tokenization mismatch between generation and teacher-forced encoding "
-            f"(first difference at prompt position {at}; {len(seg.rollout_prompt_ids)} rollout prompt ids, "
-            f"{seg.prompt_len} in the row); encode the prompt once and pass the same ids to the rollout "
-            "backend and the learner"
-        )
-    start = offset + seg.prompt_len
-    if tuple(input_ids[start : start + train_len]) != seg.labels.ids:
-        raise TargetError(f"{where}: row ids at [{start}, {start + train_len}) differ from the target's Y_train ids")
-
-
-def target_segment(
-    target: TrainTarget,
-    *,
-    prompt_len: int,
-    encoded_len: int | None = None,
-    rollout_prompt_ids: Sequence[int] | None = None,
-) -> Segment:
-    """The Segment of a BuildTarget result encoded after ``prompt_len`` prompt tokens.
-
-    ``encoded_len`` defaults to prompt + Y_train (nothing after the EOS); a template that adds a
-    suffix (a newline after ``<|im_end|>``) passes its real length.
-    """
-    labels = AssistantLabels(
-        ids=target.y_train_ids,
-        prefix_len=target.prefix_len,
-        labels=target.labels,
-        weights=target.ce_weights,
-        coord_positions=target.coord_positions,
-        coord_bins=target.coord_target_bins,
-        coord_is_prefix=target.coord_is_prefix,
-    )
-    return Segment(
-        prompt_len=prompt_len,
-        encoded_len=prompt_len + target.train_len if encoded_len is None else encoded_len,
-        labels=labels,
-        rollout_prompt_ids=None if rollout_prompt_ids is None else tuple(rollout_prompt_ids),
-        sample_id=target.sample_id,
-    )

@@ -53,14 +53,14 @@ def _check_gate(instance: object, attribute: attrs.Attribute, value: float) -> N
 
 @attrs.frozen
 class MatchConfig:
-    """The matching knobs of ``rollout_matching`` (the config schema builds this record)."""
+    """The matching knobs of ``rollout_matching``; ``coordexp.bind.bind_match`` builds it, defaults live in the schema."""
 
-    candidate_top_k: int = attrs.field(default=10, validator=_at_least(1, "candidate_top_k"))
-    maskiou_gate: float = attrs.field(default=0.3, validator=_check_gate)
-    iou_mode: IouMode = attrs.field(default=IouMode.EXACT, converter=IouMode)
-    maskiou_resolution: int = attrs.field(default=256, validator=_at_least(1, "maskiou_resolution"))
-    fp_cost: float = attrs.field(default=1.0, validator=_at_least(0.0, "fp_cost"))
-    fn_cost: float = attrs.field(default=1.0, validator=_at_least(0.0, "fn_cost"))
+    candidate_top_k: int = attrs.field(validator=_at_least(1, "candidate_top_k"))
+    maskiou_gate: float = attrs.field(validator=_check_gate)
+    iou_mode: IouMode = attrs.field(converter=IouMode)
+    maskiou_resolution: int = attrs.field(validator=_at_least(1, "maskiou_resolution"))
+    fp_cost: float = attrs.field(validator=_at_least(0.0, "fp_cost"))
+    fn_cost: float = attrs.field(validator=_at_least(0.0, "fn_cost"))
 
 
 @attrs.frozen
@@ -82,21 +82,27 @@ class MatchResult:
 def match(preds: Sequence[Shape], gts: Sequence[Shape], *, cfg: MatchConfig) -> MatchResult:
     """Match predictions (appearance order) to GT objects (GT index order); see the module docstring."""
     n_pred, n_gt = len(preds), len(gts)
-    pi, gi, fallbacks = _candidates(preds, gts, int(cfg.candidate_top_k))
-    scored = pair_ious(preds, gts, pi, gi, mode=cfg.iou_mode, resolution=int(cfg.maskiou_resolution))
+    if not n_pred or not n_gt:
+        return _unmatched(n_pred, n_gt)
+    boxes_p, boxes_g = aabb_array(preds), aabb_array(gts)
+    overlap = box_iou(boxes_p[:, None, :], boxes_g[None, :, :])  # AABB IoU, (P, G)
+    pi, gi, fallbacks = _candidates(overlap, boxes_p, boxes_g, int(cfg.candidate_top_k))
+    scored = pair_ious(
+        preds, gts, pi, gi, mode=cfg.iou_mode, resolution=int(cfg.maskiou_resolution), aabb_iou=overlap
+    )
     feasible = scored.ious >= cfg.maskiou_gate
-    ious = np.full((n_pred, n_gt), np.nan)
-    ious[pi[feasible], gi[feasible]] = scored.ious[feasible]
-    assignment = _assign(ious, cfg)
+    fp_, fg, fv = pi[feasible].tolist(), gi[feasible].tolist(), scored.ious[feasible].tolist()
+    edges = {(p, g): v for p, g, v in zip(fp_, fg, fv)}
+    assignment = _assign(edges, n_pred, n_gt, cfg)
     pairs = tuple((p, g) for p, g in enumerate(assignment) if g is not None)
-    matched_ious = tuple(float(ious[p, g]) for p, g in pairs)
+    matched_ious = tuple(edges[pair] for pair in pairs)
     matched_gts = {g for _, g in pairs}
     return MatchResult(
         matched_pairs=pairs,
         matched_ious=matched_ious,
         fp_pred_indices=tuple(p for p, g in enumerate(assignment) if g is None),
         fn_gt_indices=tuple(g for g in range(n_gt) if g not in matched_gts),
-        gating_rejections=int(np.count_nonzero(~feasible)),
+        gating_rejections=len(pi) - len(edges),
         candidate_pairs_evaluated=len(pi),
         center_fallback_preds=fallbacks,
         repaired_polygons=scored.repaired_polygons,
@@ -105,58 +111,77 @@ def match(preds: Sequence[Shape], gts: Sequence[Shape], *, cfg: MatchConfig) -> 
     )
 
 
+def _unmatched(n_pred: int, n_gt: int) -> MatchResult:
+    """One side empty: every prediction is FP, every GT is FN, nothing was evaluated."""
+    return MatchResult((), (), tuple(range(n_pred)), tuple(range(n_gt)), 0, 0, 0, 0, 0.0, 0)
+
+
 def _candidates(
-    preds: Sequence[Shape], gts: Sequence[Shape], top_k: int
+    overlap: np.ndarray, boxes_p: np.ndarray, boxes_g: np.ndarray, top_k: int
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Candidate (pred, gt) index arrays, pred-major, and the number of centre-distance fallbacks."""
-    if not preds or not gts:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, 0
-    boxes_p, boxes_g = aabb_array(preds), aabb_array(gts)
-    overlap = box_iou(boxes_p[:, None, :], boxes_g[None, :, :])
-    dist = center_dist2_matrix(boxes_p, boxes_g)
     fallback = overlap.max(axis=1) <= 0
+    key = -overlap
+    if fallback.any():
+        key = np.where(fallback[:, None], center_dist2_matrix(boxes_p, boxes_g), key)
     # A stable sort keeps ties in GT index order.
-    key = np.where(fallback[:, None], dist, -overlap)
     order = np.argsort(key, axis=1, kind="stable")[:, :top_k]
-    pi = np.repeat(np.arange(len(preds)), order.shape[1])
+    pi = np.repeat(np.arange(len(boxes_p)), order.shape[1])
     return pi, order.ravel().astype(np.int64), int(fallback.sum())
 
 
-def _assign(ious: np.ndarray, cfg: MatchConfig) -> list[int | None]:
-    """GT index (or None) per prediction; ``ious`` holds NaN where a pair is infeasible."""
-    from scipy.sparse import coo_matrix  # lazy: keeps ``import coordexp.core.match`` fast
-    from scipy.sparse.csgraph import connected_components
+def _components(edges: dict[tuple[int, int], float], n_pred: int) -> list[tuple[list[int], list[int]]]:
+    """Connected components of the feasible-pair graph (preds and GTs with an edge), by union-find.
 
-    n_pred, n_gt = ious.shape
+    Plain Python: a sample has tens of feasible pairs, where building a scipy sparse graph cost more
+    than the whole match of a small sample.
+    """
+    parent: dict[int, int] = {}
+
+    def find(x: int) -> int:
+        root = x
+        while parent.setdefault(root, root) != root:
+            root = parent[root]
+        while parent[x] != root:
+            parent[x], x = root, parent[x]
+        return root
+
+    for p, g in edges:
+        a, b = find(p), find(n_pred + g)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    groups: dict[int, tuple[list[int], list[int]]] = {}
+    for node in sorted(parent):
+        preds, gts = groups.setdefault(find(node), ([], []))
+        (preds if node < n_pred else gts).append(node if node < n_pred else node - n_pred)
+    return list(groups.values())
+
+
+def _assign(edges: dict[tuple[int, int], float], n_pred: int, n_gt: int, cfg: MatchConfig) -> list[int | None]:
+    """GT index (or None) per prediction; ``edges`` maps each feasible (pred, gt) pair to its IoU."""
     result: list[int | None] = [None] * n_pred
-    if n_pred == 0 or n_gt == 0:
+    if not edges:
         return result
-    feasible = ~np.isnan(ious)
-    pair_cost = np.where(feasible, np.rint((1.0 - np.nan_to_num(ious)) * COST_SCALE), 0).astype(np.int64)
-    rows, cols = np.nonzero(feasible)
-    graph = coo_matrix((np.ones(len(rows)), (rows, n_pred + cols)), shape=(n_pred + n_gt,) * 2)
-    _, label = connected_components(graph, directed=False)
-    fp_fn = round(cfg.fp_cost * COST_SCALE) + round(cfg.fn_cost * COST_SCALE)
-    if (n_pred + n_gt) * (fp_fn + COST_SCALE) >= _MAX_EXACT:
+    fp, fn = round(cfg.fp_cost * COST_SCALE), round(cfg.fn_cost * COST_SCALE)
+    if (n_pred + n_gt) * (fp + fn + COST_SCALE) >= _MAX_EXACT:
         raise ConfigError(
             f"rollout_matching.fp_cost/fn_cost ({cfg.fp_cost}, {cfg.fn_cost}) are too large for exact "
             f"assignment of {n_pred} preds x {n_gt} GTs; use costs of order 1"
         )
-    for comp in np.unique(label[:n_pred][feasible.any(axis=1)]):
-        comp_preds = np.flatnonzero(label[:n_pred] == comp)
-        comp_gts = np.flatnonzero(label[n_pred:] == comp)
+    cost = {pair: round((1.0 - v) * COST_SCALE) for pair, v in edges.items()}  # round: half to even, as rint
+    for comp_preds, comp_gts in _components(edges, n_pred):
         if len(comp_preds) == 1 and len(comp_gts) == 1:
             # The common case in a sparse scene: one pred, one GT, nothing to tie-break against.
             # Matching costs the pair, not matching costs fp + fn; equal costs match (tie rule).
-            p, g = int(comp_preds[0]), int(comp_gts[0])
-            if pair_cost[p, g] <= fp_fn:
+            p, g = comp_preds[0], comp_gts[0]
+            if cost[p, g] <= fp + fn:
                 result[p] = g
             continue
-        sub = _Component(pair_cost[np.ix_(comp_preds, comp_gts)], feasible[np.ix_(comp_preds, comp_gts)], cfg)
-        for r, c in enumerate(sub.canonical()):
+        feasible = np.array([[(p, g) in cost for g in comp_gts] for p in comp_preds])
+        pair_cost = np.array([[cost.get((p, g), 0) for g in comp_gts] for p in comp_preds], dtype=np.int64)
+        for r, c in enumerate(_Component(pair_cost, feasible, cfg).canonical()):
             if c is not None:
-                result[int(comp_preds[r])] = int(comp_gts[c])
+                result[comp_preds[r]] = comp_gts[c]
     return result
 
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import attrs
 
-GEOM_TYPES: tuple[str, ...] = ("bbox_2d", "poly")
+from coordexp.core.keys import GeomType
 
 
 class DropReason(enum.StrEnum):
@@ -84,10 +84,10 @@ class ParsedObject:
     key: str  # "object_7" (object_n layout) or "objects[6]" (objects_array layout)
     index: int  # N of object_N, or the 1-based array position
     desc: str  # stripped
-    geom_type: str = attrs.field(validator=attrs.validators.in_(GEOM_TYPES))
+    geom_type: GeomType = attrs.field(converter=GeomType)
     coord_token_indices: tuple[int, ...]  # assistant-local token idx into response_ids
     coord_bins: tuple[int, ...]  # norm1000, same order (bbox: x1 y1 x2 y2; poly: x y x y ...)
-    value_span: tuple[int, int] = attrs.field(converter=_span)  # [start, end) char offsets in response_text
+    value_span: tuple[int, int] = attrs.field(converter=_span)  # [start, end) bytes of the response
     token_span: tuple[int, int] = attrs.field(converter=_span)  # [start, end) token idx in response_ids
 
 
@@ -98,7 +98,7 @@ class DroppedObject:
     key: str
     index: int | None
     reason: DropReason
-    value_span: tuple[int, int] = attrs.field(converter=_span)  # [start, end) chars; an unclosed value runs to the end
+    value_span: tuple[int, int] = attrs.field(converter=_span)  # [start, end) bytes; an unclosed value runs to the end
     token_span: tuple[int, int] = attrs.field(converter=_span)  # [start, end) token idx in response_ids
 
 
@@ -110,12 +110,16 @@ class ParseResult:
     (0 unless the cut fell inside a fused token such as ``}}``), except when ``fallback`` is
     ``no_open_brace`` / ``no_objects_array`` / ``cut_retokenize_reset`` (then it is the layout's
     opening text).
+
+    Spans (``value_span``) are byte offsets into the response's exact bytes,
+    ``ctx.bytes_of(response_ids)`` (``coordexp.core.text.TokenText``): a byte-level tokenizer splits
+    characters, so only bytes say where a token starts. The texts are those bytes decoded once.
     """
 
     response_ids: tuple[int, ...]  # after the <|im_end|> cut
-    response_text: str  # concatenated pieces of response_ids
+    response_text: str  # the bytes of response_ids decoded (invalid bytes shown as U+FFFD)
     prefix_ids: tuple[int, ...]
-    prefix_text: str
+    prefix_text: str  # the bytes of prefix_ids decoded
     valid_objects: tuple[ParsedObject, ...]  # appearance order, never sorted
     dropped: tuple[DroppedObject, ...]  # appearance order
     dropped_by_reason: Mapping[DropReason, int]  # every DropReason, zeros included

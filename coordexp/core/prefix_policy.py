@@ -11,11 +11,13 @@ malformed continuation is replaced by a supervised correct one. ``cut_at_first_d
 same at the first near-duplicate object (same normalised desc and IoU at or above the threshold with
 an earlier valid object), the seed's "spam plausible objects" failure (section 4.4 / 5.5).
 
-The cut lands at the end of the previous complete object value, or right after the root ``{`` when
-the first object is the offending one, and maps to tokens like Parse's own cut (reference §4.4):
-whole tokens are kept, and only a token straddling the cut (BPE fuses ``"]},`` and ``{"``) has its
-leading text re-encoded, with an exact round-trip check. The kept prefix is otherwise never decoded
-and re-encoded. If that re-encoding fails, the cut moves back to the previous object boundary.
+The cut lands on one of Parse's own append-ready cut points (``coordexp.core.scan``): the end of the
+last object value before the offending one that closed in the root's entry list, or right after the
+root ``{``. It maps to tokens with the one cut rule of ``coordexp.core.text``: whole tokens are kept,
+and only a token straddling the cut (BPE fuses ``"]},`` and ``{"``) has its leading bytes re-encoded,
+checked byte for byte. If that re-encoding fails, the cut moves back to the previous cut point; if no
+point works, the prefix becomes the layout's opening text and ``PrefixCut.reset`` says so. The policy
+never raises on a rollout.
 
 With ``bbox_only`` (Stage-2 AB v1) valid polygon predictions are hidden from matching here as
 ``poly_unsupported``; they stay in the context unsupervised, like dropped objects.
@@ -23,17 +25,62 @@ With ``bbox_only`` (Stage-2 AB v1) valid polygon predictions are hidden from mat
 
 from __future__ import annotations
 
-from itertools import accumulate
+import enum
 
 import attrs
 
-from coordexp.core.coordjson import Layout
 from coordexp.core.geometry import IouMode, Shape, iou
-from coordexp.core.parse_records import ParsedObject, ParseResult
-from coordexp.core.scan import SCAN_LAYOUTS, scan
-from coordexp.core.target_records import KEEP_POLICY, CutReason, PrefixCut, PrefixPolicy, PrefixPolicyConfig
+from coordexp.core.keys import GeomType, Layout
+from coordexp.core.parse_records import Fallback, ParsedObject, ParseResult
+from coordexp.core.scan import SCAN_LAYOUTS, cut_candidates, max_object_index, scan
+from coordexp.core.text import TokenText
 from coordexp.core.tokens import TokenContext
-from coordexp.errors import TargetError, TokenizerError
+from coordexp.errors import ConfigError
+
+
+class PrefixPolicy(enum.StrEnum):
+    """Which part of the rollout prefix the teacher keeps (``rollout_matching.prefix_policy``)."""
+
+    KEEP = "keep"
+    CUT_AT_FIRST_INVALID = "cut_at_first_invalid"
+    CUT_AT_FIRST_DUPLICATE = "cut_at_first_duplicate"
+
+
+class CutReason(enum.StrEnum):
+    NONE = "none"
+    INVALID = "invalid"
+    DUPLICATE = "duplicate"
+
+
+def _check_iou(instance: object, attribute: attrs.Attribute, value: float) -> None:
+    if not (isinstance(value, (int, float)) and 0.0 < value <= 1.0):
+        raise ConfigError(
+            f"rollout_matching.repeat_terminate.duplicate_object.iou_threshold must be in (0, 1], got {value!r}"
+        )
+
+
+@attrs.frozen
+class PrefixPolicyConfig:
+    """``rollout_matching.prefix_policy`` plus the near-duplicate rule it shares with the stop rule.
+
+    Built by ``coordexp.bind.bind_prefix_policy``; no defaults here (they live in the config schema).
+    """
+
+    policy: PrefixPolicy = attrs.field(converter=PrefixPolicy)
+    duplicate_iou: float = attrs.field(validator=_check_iou)
+    same_desc: bool
+
+
+@attrs.frozen
+class PrefixCut:
+    """What the prefix policy removed (``reason`` none: nothing)."""
+
+    reason: CutReason = CutReason.NONE
+    objects_cut: int = 0  # objects (valid or dropped) that left the prefix
+    cut_retokenized: int = 0  # tokens re-encoded at the new cut (fused "]}," style tokens)
+    poly_unsupported: int = 0  # valid polygons hidden from matching by the bbox-only rule
+    # no cut point before the offending object mapped to tokens: the prefix is the layout's opening text
+    reset: bool = False
 
 
 @attrs.frozen
@@ -44,42 +91,50 @@ class PrefixView:
     cut: PrefixCut
 
 
+# Parse fallbacks whose prefix is the layout's opening text, not a prefix of the response.
+_OPENING_TEXT = frozenset({Fallback.NO_OPEN_BRACE, Fallback.NO_OBJECTS_ARRAY, Fallback.CUT_RETOKENIZE_RESET})
+
+
 def apply_prefix_policy(
     parsed: ParseResult,
     *,
     ctx: TokenContext,
-    cfg: PrefixPolicyConfig = KEEP_POLICY,
+    cfg: PrefixPolicyConfig,
     layout: Layout = Layout.OBJECT_N,
     bbox_only: bool = False,
     sample_id: str = "?",
 ) -> PrefixView:
-    """Apply the policy to one parse result (see the module docstring)."""
+    """Apply the policy to one parse result (see the module docstring).
+
+    ``sample_id`` is kept for callers' symmetry with the other transitions; the policy has no error
+    path left to name it in.
+    """
     valid, polys = _split_polys(parsed.valid_objects, bbox_only)
     base = attrs.evolve(parsed, valid_objects=valid) if polys else parsed
-    old_cut = len(parsed.prefix_text)
-    if not parsed.response_text.startswith(parsed.prefix_text):
-        # Parse's own fallbacks ("{" with no object): nothing to cut.
+    if parsed.fallback in _OPENING_TEXT or cfg.policy is PrefixPolicy.KEEP:
         return PrefixView(base, PrefixCut(poly_unsupported=len(polys)))
-    reason, offending = _offending_start(parsed, valid, polys, cfg, old_cut)
+    prefix = TokenText.of(parsed.prefix_ids, ctx)
+    reason, offending = _offending_start(parsed, valid, polys, cfg, len(prefix.data))
     if offending is None:
         return PrefixView(base, PrefixCut(poly_unsupported=len(polys)))
-    cut, ids, retok = _cut_tokens(parsed, offending, ctx, layout, sample_id)
-    sc = scan(parsed.prefix_text[:cut], SCAN_LAYOUTS[layout.value])
-    marks = [n for pos, n in sc.key_marks if pos < cut]
-    if layout is Layout.OBJECTS_ARRAY:
-        marks = [o.index for o in sc.objects if o.start < cut]
+    rules = SCAN_LAYOUTS[layout]
+    sc = scan(prefix.data, rules)
+    cut, ids, retok = _cut_tokens(prefix, cut_candidates(sc, offending), ctx)
+    if ids is None:
+        ids, retok = tuple(ctx.encode(rules.open_text)), 0
+    old_cut = len(prefix.data)
     spans = [o.value_span for o in (*parsed.valid_objects, *parsed.dropped)]
-    removed = sum(1 for s, e in spans if s >= cut and e <= old_cut)
     view = attrs.evolve(
         parsed,
         prefix_ids=ids,
-        prefix_text=parsed.prefix_text[:cut],
+        prefix_text=ctx.text_of(ids),
         valid_objects=tuple(o for o in valid if o.value_span[1] <= cut),
-        max_object_index=max(marks) if marks else None,
+        max_object_index=max_object_index(sc, cut),
         cut_retokenized=retok,
     )
+    removed = sum(1 for s, e in spans if s >= cut and e <= old_cut)
     kept_polys = sum(1 for o in polys if o.value_span[1] <= cut)
-    return PrefixView(view, PrefixCut(reason, removed, retok, kept_polys))
+    return PrefixView(view, PrefixCut(reason, removed, retok, kept_polys, reset=cut == 0))
 
 
 def _split_polys(
@@ -88,8 +143,8 @@ def _split_polys(
     if not bbox_only:
         return objects, ()
     return (
-        tuple(o for o in objects if o.geom_type == "bbox_2d"),
-        tuple(o for o in objects if o.geom_type != "bbox_2d"),
+        tuple(o for o in objects if o.geom_type is GeomType.BBOX),
+        tuple(o for o in objects if o.geom_type is not GeomType.BBOX),
     )
 
 
@@ -98,16 +153,18 @@ def _offending_start(
     valid: tuple[ParsedObject, ...],
     polys: tuple[ParsedObject, ...],
     cfg: PrefixPolicyConfig,
-    old_cut: int,
+    prefix_end: int,
 ) -> tuple[CutReason, int | None]:
-    """Char offset where the first offending object's value starts, or None."""
+    """Byte offset where the first offending object's value starts, or None.
+
+    Only objects inside the prefix (``[0, prefix_end)``) can offend: a drop past Parse's cut is
+    already out of the prefix.
+    """
     if cfg.policy is PrefixPolicy.CUT_AT_FIRST_INVALID:
-        starts = [d.value_span[0] for d in parsed.dropped if d.value_span[1] <= old_cut]
+        starts = [d.value_span[0] for d in parsed.dropped if d.value_span[1] <= prefix_end]
         starts += [o.value_span[0] for o in polys]
         return CutReason.INVALID, min(starts, default=None)
-    if cfg.policy is PrefixPolicy.CUT_AT_FIRST_DUPLICATE:
-        return CutReason.DUPLICATE, _first_duplicate(valid, cfg)
-    return CutReason.NONE, None
+    return CutReason.DUPLICATE, _first_duplicate(valid, cfg)
 
 
 def _norm_desc(desc: str) -> str:
@@ -130,7 +187,7 @@ def _first_duplicate(objects: tuple[ParsedObject, ...], cfg: PrefixPolicyConfig)
 
 def _iou(a: ParsedObject, b: ParsedObject) -> float:
     """Exact IoU; two boxes with area are done inline (the dense case: 60 objects, 1770 pairs)."""
-    if a.geom_type == b.geom_type == "bbox_2d":
+    if a.geom_type is GeomType.BBOX and b.geom_type is GeomType.BBOX:
         ax1, ay1, ax2, ay2 = a.coord_bins
         bx1, by1, bx2, by2 = b.coord_bins
         area_a, area_b = (ax2 - ax1) * (ay2 - ay1), (bx2 - bx1) * (by2 - by1)
@@ -141,38 +198,14 @@ def _iou(a: ParsedObject, b: ParsedObject) -> float:
 
 
 def _cut_tokens(
-    parsed: ParseResult, offending: int, ctx: TokenContext, layout: Layout, sample_id: str
-) -> tuple[int, tuple[int, ...], int]:
-    """(char cut, prefix ids, re-encoded tail count) at the last object boundary before ``offending``."""
-    sc = scan(parsed.prefix_text, SCAN_LAYOUTS[layout.value])
-    candidates = sorted({e for e in sc.closed_ends if e <= offending}, reverse=True)
-    if sc.open_end >= 0:
-        candidates.append(sc.open_end)
-    starts = list(accumulate((len(ctx.pieces[i]) for i in parsed.prefix_ids), initial=0))
+    prefix: TokenText, candidates: list[int], ctx: TokenContext
+) -> tuple[int, tuple[int, ...] | None, int]:
+    """(byte cut, prefix ids, re-encoded tail count) at the latest candidate that maps to tokens.
+
+    ``(0, None, 0)`` when none does.
+    """
     for cut in candidates:
-        kept = _ids_before(parsed.prefix_ids, starts, parsed.prefix_text, cut, ctx)
+        kept = prefix.cut(cut, ctx)
         if kept is not None:
             return cut, kept[0], kept[1]
-    raise TargetError(
-        f"sample {sample_id}: prefix policy found no object boundary before char {offending} that maps "
-        "to tokens exactly; use prefix_policy: keep for this tokenizer"
-    )
-
-
-def _ids_before(
-    ids: tuple[int, ...], starts: list[int], text: str, cut: int, ctx: TokenContext
-) -> tuple[tuple[int, ...], int] | None:
-    """Ids whose text is exactly ``text[:cut]``: whole tokens plus a re-encoded straddling token."""
-    from bisect import bisect_right
-
-    i = bisect_right(starts, cut) - 1
-    if i >= len(ids) or starts[i] == cut:
-        return ids[: min(i, len(ids))], 0
-    piece_prefix = text[starts[i] : cut]
-    try:
-        tail = tuple(ctx.encode(piece_prefix))
-    except TokenizerError:
-        return None
-    if "".join(ctx.piece(t) for t in tail) != piece_prefix:
-        return None
-    return ids[:i] + tail, len(tail)
+    return 0, None, 0

@@ -24,18 +24,10 @@ from __future__ import annotations
 
 import enum
 import math
-from typing import TYPE_CHECKING
 
 import attrs
 
-from coordexp.errors import ConfigError
-
-if TYPE_CHECKING:
-    from coordexp.config.schema_ab import ScheduleConfig, Stage2ABConfig
-
 REALIZED_WINDOW = 200  # optimizer steps averaged by stage2_ab/b_ratio_realized (legacy value)
-
-_SCHEDULE_KEY = "custom.extra.stage2_ab.schedule"
 
 
 class Channel(enum.StrEnum):
@@ -114,32 +106,6 @@ def channel_for_step(step: int, *, schedule: Schedule) -> Channel:
         return schedule.pattern[step % len(schedule.pattern)]
     piece = schedule.piece_at(step)
     return _bresenham(step - piece.start_step, piece.value)
-
-
-def schedule_from_section(schedule: ScheduleConfig) -> Schedule:
-    """The schedule record of a typed ``stage2_ab.schedule`` section.
-
-    The config validator has already checked the section; the checks repeated here guard a section built
-    in code, and fail with the dotted key instead of scheduling something nobody asked for.
-    """
-    if (schedule.pattern is None) == (schedule.b_ratio is None):
-        raise ConfigError([f"{_SCHEDULE_KEY}: give exactly one of `pattern` and `b_ratio`"])
-    try:
-        if schedule.pattern is not None:
-            return PatternSchedule(schedule.pattern)
-        if isinstance(schedule.b_ratio, tuple):
-            starts = [0] + [p.until_step for p in schedule.b_ratio[:-1]]
-            if any(s is None for s in starts):
-                raise ValueError("only the last ramp piece may omit until_step")
-            return RatioSchedule(tuple(RatioPiece(s, p.value) for s, p in zip(starts, schedule.b_ratio, strict=True)))
-        return RatioSchedule((RatioPiece(0, schedule.b_ratio),))
-    except ValueError as exc:
-        raise ConfigError([f"{_SCHEDULE_KEY}: {exc}"]) from exc
-
-
-def schedule_from_config(stage2_ab: Stage2ABConfig) -> Schedule:
-    """The schedule record the trainer uses, built from the typed ``stage2_ab`` config."""
-    return schedule_from_section(stage2_ab.schedule)
 
 
 @attrs.frozen

@@ -21,34 +21,21 @@ the parse result or the prefix policy's view of it (the one Match saw).
 
 from __future__ import annotations
 
-import re
-from bisect import bisect_left, bisect_right
-from itertools import accumulate
+from bisect import bisect_left
 
 import numpy as np
 
-from coordexp.core.coordjson import (
-    GTObject,
-    Layout,
-    append_start_index,
-    desc_value_spans,
-    serialize_append,
-    token_overlaps,
-)
+from coordexp.core.coordjson import GTObject, append_start_index, serialize_append
 from coordexp.core.coords import MAX_BIN
+from coordexp.core.keys import GeomType, Layout
 from coordexp.core.labels import assistant_labels
 from coordexp.core.match import MatchResult
 from coordexp.core.ot import barycentric_projection
 from coordexp.core.parse_records import ParsedObject, ParseResult
-from coordexp.core.prefix_policy import PrefixView
-from coordexp.core.target_records import (
-    PrefixCut,
-    TargetConfig,
-    TargetCounters,
-    TargetSample,
-    TrainTarget,
-    geom_value,
-)
+from coordexp.core.prefix_policy import PrefixCut, PrefixView
+from coordexp.core.scan import closing_brace, desc_value_spans
+from coordexp.core.target_records import TargetConfig, TargetCounters, TargetSample, TrainTarget
+from coordexp.core.text import TokenText
 from coordexp.core.tokens import TokenContext
 from coordexp.errors import AppendError, TargetError
 
@@ -65,13 +52,17 @@ def build_target(
     supervised, matched_gt = _supervised_pairs(pr.valid_objects, match, sample, cfg)
     fn = tuple(g for g in range(len(sample.gt)) if g not in matched_gt)
     append_text = _append_text(pr, [sample.gt[g] for g in fn], sample)
-    append_ids = tuple(ctx.encode(append_text))
-    if ctx.text_of(append_ids) != append_text:
-        raise TargetError(f"sample {sid}: tokenizer {ctx.name!r} does not reproduce the append text from its ids")
+    append = TokenText.of(ctx.encode(append_text), ctx)
+    if append.data != append_text.encode("utf-8"):
+        raise TargetError(
+            f"sample {sid}: tokenizer {ctx.name!r} does not reproduce the append text from its ids "
+            f"(it gives {append.text[:60]!r} for {append_text[:60]!r})"
+        )
+    append_ids = append.ids
     prefix_len = len(pr.prefix_ids)
     y = (*pr.prefix_ids, *append_ids, ctx.im_end_id)
     closure = closure_positions(y[prefix_len:], ctx=ctx, depth=1, sample_id=sid)
-    desc_rel = token_overlaps(append_ids, ctx, desc_value_spans(append_text))
+    desc_rel = append.overlapping(desc_value_spans(append.data))
     n_dropped = pr.n_dropped + view.cut.poly_unsupported
     mult = cfg.drop_invalid_struct_ce_multiplier if n_dropped else 1.0
     tail_ignore, tail_weights = _tail_weights(len(y) - prefix_len, desc_rel, closure, cfg, mult)
@@ -186,9 +177,9 @@ def _tail_weights(
 # ------------------------------------------------------------------------------------------------
 
 
-def _corners_or_vertices(geom: str, bins: tuple[int, ...]) -> np.ndarray:
+def _corners_or_vertices(geom: GeomType, bins: tuple[int, ...]) -> np.ndarray:
     pts = np.asarray(bins, dtype=np.float64)
-    if geom == "bbox_2d":
+    if geom is GeomType.BBOX:
         xs, ys = pts[0::2], pts[1::2]
         x1, y1, x2, y2 = xs.min(), ys.min(), xs.max(), ys.max()
         return np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]])
@@ -202,13 +193,13 @@ def _to_bins(values: np.ndarray) -> tuple[int, ...]:
 def pair_targets(pred: ParsedObject, gt: GTObject, cfg: TargetConfig) -> tuple[int, ...] | None:
     """Target bins for the pred's coord slots, or None when they cannot be built (pair excluded)."""
     n_slots = len(pred.coord_token_indices)
-    pgeom, ggeom = pred.geom_type, geom_value(gt.geom_type)
+    pgeom, ggeom = pred.geom_type, GeomType(gt.geom_type)
     if len(gt.points) < 4 or len(gt.points) % 2 or len(pred.coord_bins) != n_slots:
         return None
-    if pgeom == "bbox_2d" and ggeom == "bbox_2d":
+    if pgeom is GeomType.BBOX and ggeom is GeomType.BBOX:
         # plain ints: this path runs for most pairs of a dense sample, numpy would cost more than it saves
         return tuple(min(max(int(v), 0), MAX_BIN) for v in gt.points) if n_slots == 4 and len(gt.points) == 4 else None
-    if pgeom == "bbox_2d" and n_slots != 4:
+    if pgeom is GeomType.BBOX and n_slots != 4:
         return None
     proj = barycentric_projection(
         _corners_or_vertices(pgeom, pred.coord_bins),
@@ -217,7 +208,7 @@ def pair_targets(pred: ParsedObject, gt: GTObject, cfg: TargetConfig) -> tuple[i
         epsilon=cfg.ot_epsilon,
         iters=cfg.ot_iters,
     )
-    if pgeom == "bbox_2d":
+    if pgeom is GeomType.BBOX:
         xs, ys = proj[:, 0], proj[:, 1]
         return _to_bins(np.array([xs.min(), ys.min(), xs.max(), ys.max()]))
     flat = _to_bins(proj.reshape(-1))
@@ -228,33 +219,20 @@ def pair_targets(pred: ParsedObject, gt: GTObject, cfg: TargetConfig) -> tuple[i
 # closure and matched-prefix structure positions
 # ------------------------------------------------------------------------------------------------
 
-_BRACE_EVENT = re.compile(r'"(?:[^"\\]|\\.)*"?|[{}]', re.S)
-
-
 def closure_positions(
     tail_ids: tuple[int, ...], *, ctx: TokenContext, depth: int = 1, sample_id: str = "?"
 ) -> tuple[int, int]:
     """Tail-relative (token of the ``}`` closing the answer, first EOS token after it).
 
-    A string/escape-aware brace scan starting at brace ``depth`` (1 after an append-ready prefix):
-    braces inside desc strings are not closures, and an ``<|im_end|>`` inside a string or before the
-    closing brace is not the turn end (reference AB 3.3 step 9).
+    The scanner's string-aware brace count, starting at brace ``depth`` (1 after an append-ready
+    prefix): braces inside desc strings are not closures, and an ``<|im_end|>`` inside a string or
+    before the closing brace is not the turn end (reference AB 3.3 step 9).
     """
-    starts = list(accumulate((len(ctx.piece(t)) for t in tail_ids), initial=0))
-    text = ctx.text_of(tail_ids)
-    close_char = None
-    for m in _BRACE_EVENT.finditer(text):
-        ch = m.group(0)
-        if ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                close_char = m.start()
-                break
-    if close_char is None:
+    tail = TokenText.of(tail_ids, ctx)
+    close_at = closing_brace(tail.data, depth)
+    if close_at is None:
         raise TargetError(f"sample {sample_id}: the target tail never closes the top-level object")
-    brace = bisect_right(starts, close_char) - 1
+    brace = tail.token_at(close_at)
     eos = next((i for i in range(brace + 1, len(tail_ids)) if tail_ids[i] == ctx.im_end_id), None)
     if eos is None:
         raise TargetError(f"sample {sample_id}: no {ctx.piece(ctx.im_end_id)} token after the closing brace")
@@ -266,22 +244,22 @@ def _prefix_structure_positions(
 ) -> list[int]:
     """Prefix tokens of matched entries' structure (AB 3.3 step 8): key quote to value end, minus desc.
 
-    Tokens are taken when they overlap the char range (a fused token at the edge counts), then those
-    overlapping the entry's desc value chars and coord tokens are removed.
+    Tokens are taken when they overlap the byte range (a fused token at the edge counts), then those
+    overlapping the entry's desc value bytes and coord tokens are removed.
     """
     if not matched:
         return []
-    text = pr.prefix_text
-    starts = list(accumulate((len(ctx.pieces[i]) for i in pr.prefix_ids), initial=0))
+    prefix = TokenText.of(pr.prefix_ids, ctx)
+    data, starts = prefix.data, prefix.starts
     out: set[int] = set()
     for obj in matched:
         v_start, v_end = obj.value_span
         start = v_start
         if layout is Layout.OBJECT_N:
-            key_at = text.rfind(f'"{obj.key}"', 0, v_start)
+            key_at = data.rfind(b'"' + obj.key.encode() + b'"', 0, v_start)
             start = key_at if key_at >= 0 else v_start
-        first, last = bisect_right(starts, start) - 1, bisect_left(starts, v_end)
-        desc = [(start + s, start + e) for s, e in desc_value_spans(text[start:v_end])]
+        first, last = prefix.token_at(start), bisect_left(starts, v_end)
+        desc = [(start + s, start + e) for s, e in desc_value_spans(data[start:v_end])]
         for i in range(max(first, 0), min(last, len(pr.prefix_ids))):
             a, b = starts[i], starts[i + 1]
             if b <= a or pr.prefix_ids[i] in ctx.coord_id_to_bin:

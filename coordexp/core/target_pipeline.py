@@ -13,16 +13,9 @@ from coordexp.core.geometry import Shape
 from coordexp.core.match import MatchConfig, MatchResult, match
 from coordexp.core.parse import parse
 from coordexp.core.parse_records import ParseResult, Rollout
-from coordexp.core.prefix_policy import PrefixView, apply_prefix_policy
+from coordexp.core.prefix_policy import PrefixPolicyConfig, PrefixView, apply_prefix_policy
 from coordexp.core.target import build_target
-from coordexp.core.target_records import (
-    KEEP_POLICY,
-    PrefixPolicyConfig,
-    TargetConfig,
-    TargetSample,
-    TrainTarget,
-    geom_value,
-)
+from coordexp.core.target_records import TargetConfig, TargetSample, TrainTarget
 from coordexp.core.tokens import TokenContext
 
 
@@ -39,7 +32,7 @@ class TargetTrace:
 def match_shapes(view: PrefixView, sample: TargetSample) -> tuple[list[Shape], list[Shape]]:
     """Match inputs: the view's valid predictions (appearance order) and the GT (GT order)."""
     preds = [Shape(o.geom_type, o.coord_bins) for o in view.parse.valid_objects]
-    gts = [Shape(geom_value(g.geom_type), g.points) for g in sample.gt]
+    gts = [Shape(g.geom_type, g.points) for g in sample.gt]
     return preds, gts
 
 
@@ -50,7 +43,7 @@ def run_target_step(
     ctx: TokenContext,
     match_cfg: MatchConfig,
     target_cfg: TargetConfig,
-    policy_cfg: PrefixPolicyConfig = KEEP_POLICY,
+    policy_cfg: PrefixPolicyConfig,
 ) -> TargetTrace:
     """Parse, apply the prefix policy, match and build the target of one rollout."""
     parsed = parse(rollout, ctx=ctx, layout=sample.layout)

@@ -10,31 +10,20 @@ length and by a segment's offset inside a packed row.
 
 from __future__ import annotations
 
-import enum
 import math
-from collections.abc import Mapping, Sequence
 
 import attrs
 
-from coordexp.core.coordjson import GeomType, GTObject, Layout, gt_object_from_dict
+from coordexp.core.coordjson import GTObject, Layout
 from coordexp.core.ot import check_ot_params
-from coordexp.errors import ConfigError, DataError
+from coordexp.core.prefix_policy import CutReason, PrefixCut, PrefixPolicy, PrefixPolicyConfig
+from coordexp.errors import ConfigError
 
-IGNORE = -100  # label of a position without CE (the torch CrossEntropy ignore index)
-
-
-class PrefixPolicy(enum.StrEnum):
-    """Which part of the rollout prefix the teacher keeps (``rollout_matching.prefix_policy``)."""
-
-    KEEP = "keep"
-    CUT_AT_FIRST_INVALID = "cut_at_first_invalid"
-    CUT_AT_FIRST_DUPLICATE = "cut_at_first_duplicate"
-
-
-class CutReason(enum.StrEnum):
-    NONE = "none"
-    INVALID = "invalid"
-    DUPLICATE = "duplicate"
+# The prefix policy's records live beside the policy; these names stay importable from here too.
+__all__ = [
+    "CutReason", "PrefixCut", "PrefixPolicy", "PrefixPolicyConfig", "TargetConfig", "TargetCounters",
+    "TargetSample", "TrainTarget",
+]
 
 
 def _multiplier(instance: object, attribute: attrs.Attribute, value: float) -> None:
@@ -53,62 +42,27 @@ def _non_negative(instance: object, attribute: attrs.Attribute, value: float) ->
 class TargetConfig:
     """Knobs of BuildTarget. Channel-B of Stage-2 AB and rollout_matching_sft differ only here.
 
-    ``drop_invalid_struct_ce_multiplier`` is validated, not clamped: the config schema already
-    rejects values outside [1, 4], so a silent clamp here could only hide a bypassed schema.
+    ``coordexp.bind.bind_target`` builds it from the config (the variant rules live there); the record
+    carries no defaults. ``drop_invalid_struct_ce_multiplier`` is validated, not clamped: the config schema
+    already rejects values outside [1, 4], so a silent clamp here could only hide a bypassed schema.
     """
 
-    ot_cost: str = "l2"
-    ot_epsilon: float = 10.0
-    ot_iters: int = 30
+    ot_cost: str
+    ot_epsilon: float
+    ot_iters: int
     # CE on the structure of matched prefix entries (AB 3.3 step 8); desc values and coords excluded.
-    matched_prefix_structure_ce: bool = False
+    matched_prefix_structure_ce: bool
     # weight of FN desc value tokens in the tail; 0 masks them (rollout_matching_sft, reference §6.4)
-    fn_desc_ce_weight: float = attrs.field(default=0.0, validator=_non_negative)
+    fn_desc_ce_weight: float = attrs.field(validator=_non_negative)
     # CE on the top-level closing brace and the EOS (AB "closure supervision"; legacy W1 fixed)
-    closure_supervision: bool = True
+    closure_supervision: bool
     # weight factor of tail non-desc CE tokens when the parse dropped objects (AB 3.5)
-    drop_invalid_struct_ce_multiplier: float = attrs.field(default=1.0, validator=_multiplier)
+    drop_invalid_struct_ce_multiplier: float = attrs.field(validator=_multiplier)
     # Stage-2 AB v1: GT must be bbox-only and polygon predictions are not matched
-    bbox_only: bool = False
+    bbox_only: bool
 
     def __attrs_post_init__(self) -> None:
         check_ot_params(self.ot_cost, self.ot_epsilon, self.ot_iters)
-
-    @classmethod
-    def rollout_matching(cls, **overrides: object) -> TargetConfig:
-        """rollout_matching_sft: tail structure CE only, FN desc masked, closure + EOS supervised."""
-        return cls(**overrides)
-
-    @classmethod
-    def stage2_ab(cls, desc_ce_weight: float = 1.0, multiplier: float = 1.0, **overrides: object) -> TargetConfig:
-        """Stage-2 AB Channel B: matched-prefix structure CE, FN desc CE, closure, drop multiplier."""
-        return cls(
-            matched_prefix_structure_ce=True,
-            fn_desc_ce_weight=desc_ce_weight,
-            closure_supervision=True,
-            drop_invalid_struct_ce_multiplier=multiplier,
-            bbox_only=True,
-            **overrides,
-        )
-
-
-def _check_iou(instance: object, attribute: attrs.Attribute, value: float) -> None:
-    if not (isinstance(value, (int, float)) and 0.0 < value <= 1.0):
-        raise ConfigError(
-            f"rollout_matching.repeat_terminate.duplicate_object.iou_threshold must be in (0, 1], got {value!r}"
-        )
-
-
-@attrs.frozen
-class PrefixPolicyConfig:
-    """``rollout_matching.prefix_policy`` plus the near-duplicate rule it shares with the stop rule."""
-
-    policy: PrefixPolicy = attrs.field(default=PrefixPolicy.KEEP, converter=PrefixPolicy)
-    duplicate_iou: float = attrs.field(default=0.9, validator=_check_iou)
-    same_desc: bool = True
-
-
-KEEP_POLICY = PrefixPolicyConfig()
 
 
 @attrs.frozen
@@ -122,47 +76,6 @@ class TargetSample:
     sample_id: str
     gt: tuple[GTObject, ...] = attrs.field(default=(), converter=tuple)  # GT index order
     layout: Layout = Layout.OBJECT_N
-
-    @classmethod
-    def from_record(
-        cls, record: Mapping[str, object], *, sample_id: str, bbox_only: bool = False, layout: Layout = Layout.OBJECT_N
-    ) -> TargetSample:
-        """GT from a JSONL-contract record; a missing or null ``objects`` means no GT (not an error)."""
-        objects = record.get("objects")
-        if objects is None:
-            return cls(sample_id, (), layout)
-        if not isinstance(objects, list):
-            raise DataError(f"sample {sample_id}: 'objects' must be a list, got {type(objects).__name__}")
-        if bbox_only:
-            return cls(sample_id, gt_bbox_only(objects, sample_id=sample_id), layout)
-        where = f"sample {sample_id}"
-        return cls(sample_id, tuple(gt_object_from_dict(o, index=i, where=where) for i, o in enumerate(objects, 1)), layout)
-
-
-_BBOX_ONLY_KEYS = frozenset({"desc", "bbox_2d"})
-
-
-def gt_bbox_only(objects: Sequence[object], *, sample_id: str) -> tuple[GTObject, ...]:
-    """Stage-2 AB v1 GT rule (reference AB §0): every object is a desc plus one valid bbox_2d.
-
-    Any other geometry key (poly, mask_rle, line, ...) is a "bbox-only" error, and a bbox with
-    x2 < x1 or y2 < y1 an "invalid bbox_2d" error; both name the sample and the object.
-    """
-    out = []
-    for i, obj in enumerate(objects, start=1):
-        at = f"sample {sample_id}: objects[{i - 1}] (object_{i})"
-        if not isinstance(obj, Mapping):
-            raise DataError(f"{at}: an object must be a JSON object, got {type(obj).__name__}")
-        extra = sorted(k for k, v in obj.items() if k not in _BBOX_ONLY_KEYS and v is not None)
-        if extra or obj.get("bbox_2d") is None:
-            found = ", ".join(extra) if extra else "no bbox_2d"
-            raise DataError(f"{at}: Stage-2 AB is bbox-only v1; found {found}. Convert the object to a bbox_2d")
-        gt = gt_object_from_dict(obj, index=i, where=f"sample {sample_id}")
-        x1, y1, x2, y2 = gt.points
-        if x2 < x1 or y2 < y1:
-            raise DataError(f"{at}: invalid bbox_2d {list(gt.points)}: needs x1 <= x2 and y1 <= y2")
-        out.append(gt)
-    return tuple(out)
 
 
 @attrs.frozen
@@ -203,8 +116,8 @@ class TrainTarget:
     train_len: int  # prefix_len + append_len + 1 (the EOS)
     prefix_text: str
     append_text: str
-    labels: tuple[int, ...]  # len train_len; token id or IGNORE
-    ce_weights: tuple[float, ...]  # len train_len; 0.0 where IGNORE
+    labels: tuple[int, ...]  # len train_len; token id or IGNORE_INDEX (coordexp.core.labels)
+    ce_weights: tuple[float, ...]  # len train_len; 0.0 where IGNORE_INDEX
     coord_positions: tuple[int, ...]  # [0, train_len) token idx, ascending
     coord_target_bins: tuple[int, ...]  # norm1000 bins, same order
     coord_is_prefix: tuple[bool, ...]
@@ -217,18 +130,3 @@ class TrainTarget:
     @property
     def tail_span(self) -> tuple[int, int]:
         return (self.prefix_len, self.train_len)
-
-
-@attrs.frozen
-class PrefixCut:
-    """What the prefix policy removed (``reason`` none: nothing)."""
-
-    reason: CutReason = CutReason.NONE
-    objects_cut: int = 0  # objects (valid or dropped) that left the prefix
-    cut_retokenized: int = 0  # tokens re-encoded at the new cut (fused "]}," style tokens)
-    poly_unsupported: int = 0  # valid polygons hidden from matching by the bbox-only rule
-
-
-def geom_value(geom: GeomType | str) -> str:
-    """The plain string of a geometry type (records store ``GeomType`` members or their strings)."""
-    return str(getattr(geom, "value", geom))

@@ -1,9 +1,15 @@
 """What the pure core needs to know about a tokenizer, computed once.
 
-``TokenContext`` holds a piece table (the decoded text of every vocab id, decoded one id at a time),
-the coord-id -> bin map and the ids of the chat markers. Parsing works on token ids and this table
-only: no transition decodes a whole sequence and re-encodes it, so the kept prefix is never changed
-by a decode/encode round trip.
+``TokenContext`` holds a piece table (the exact bytes of every vocab id), the coord-id -> bin map
+and the id of ``<|im_end|>``. Parsing works on token ids and this table only: no transition decodes
+a whole sequence and re-encodes it, so the kept prefix is never changed by a decode/encode round
+trip.
+
+The table holds bytes, not text, because Qwen's tokenizer is byte-level BPE: one character may span
+several tokens whose pieces alone are not valid UTF-8 (a CJK character is often three tokens). Text
+is made by joining the bytes of many tokens and decoding once, so "人" or "🐕" comes out whole,
+where a per-token decode gives replacement characters (legacy reference 15.1 W22). Offsets that map
+text to tokens are byte offsets (``coordexp.core.text``).
 
 Two tokenizers plug in:
 - any HF tokenizer (the fixture BPE tokenizer, a real Qwen3-VL checkpoint) via ``from_hf``;
@@ -13,6 +19,7 @@ Two tokenizers plug in:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -31,7 +38,7 @@ class TextTokenizer(Protocol):
 
     def encode_text(self, text: str) -> list[int]: ...
 
-    def decode_ids(self, ids: Sequence[int]) -> str: ...
+    def piece_bytes(self, vocab_size: int) -> list[bytes]: ...
 
 
 @attrs.frozen(eq=False)
@@ -40,7 +47,7 @@ class TokenContext:
 
     Attributes:
         name: a label for reports and snapshots (e.g. ``"char"``, ``"fixture-bpe"``).
-        pieces: ``pieces[i]`` is the text of vocab id ``i`` decoded alone (no cleanup, specials kept).
+        piece_bytes: ``piece_bytes[i]`` is the exact byte string of vocab id ``i`` (specials kept).
         coord_ids: the ids of ``<|coord_0|>``..``<|coord_999|>`` in bin order.
         coord_id_to_bin: inverse of ``coord_ids``.
         im_end_id: id of ``<|im_end|>`` (the assistant turn end, i.e. the EOS we supervise).
@@ -49,7 +56,7 @@ class TokenContext:
     """
 
     name: str
-    pieces: tuple[str, ...] = attrs.field(repr=False)
+    piece_bytes: tuple[bytes, ...] = attrs.field(repr=False)
     coord_ids: tuple[int, ...] = attrs.field(repr=False)
     coord_id_to_bin: Mapping[int, int] = attrs.field(repr=False)
     im_end_id: int
@@ -57,35 +64,43 @@ class TokenContext:
 
     @property
     def vocab_size(self) -> int:
-        return len(self.pieces)
+        return len(self.piece_bytes)
 
     def piece(self, token_id: int) -> str:
-        """Decoded text of one id; an id outside the vocabulary is a TokenizerError, not a crash later."""
-        if not 0 <= token_id < len(self.pieces):
-            raise TokenizerError(f"token id {token_id} outside the vocabulary (size {len(self.pieces)})")
-        return self.pieces[token_id]
+        """Display text of one id; bytes that are not whole UTF-8 characters show as ``\\xNN``.
+
+        For reports only: text that spans tokens comes from ``text_of`` (bytes joined first).
+        """
+        if not 0 <= token_id < len(self.piece_bytes):
+            raise TokenizerError(f"token id {token_id} outside the vocabulary (size {len(self.piece_bytes)})")
+        return self.piece_bytes[token_id].decode("utf-8", errors="backslashreplace")
+
+    def bytes_of(self, ids: Sequence[int]) -> bytes:
+        """The exact bytes of ``ids`` (their pieces joined)."""
+        table = self.piece_bytes
+        return b"".join([table[i] for i in ids])
 
     def text_of(self, ids: Sequence[int]) -> str:
-        """Concatenated pieces: the char offsets of this text line up with token indices."""
-        return "".join(self.pieces[i] for i in ids)
+        """The text of ``ids``: pieces joined as bytes, then decoded once (invalid bytes become U+FFFD)."""
+        return self.bytes_of(ids).decode("utf-8", errors="replace")
 
     def is_coord(self, token_id: int) -> bool:
         return token_id in self.coord_id_to_bin
 
     @classmethod
     def build(cls, name: str, tokenizer: TextTokenizer, vocab_size: int, token_to_id: Callable[[str], Any]):
-        """Decode every id once and validate the coord vocabulary and ``<|im_end|>``."""
-        pieces = tuple(tokenizer.decode_ids([i]) for i in range(vocab_size))
+        """Read every id's bytes once and validate the coord vocabulary and ``<|im_end|>``."""
+        pieces = tuple(tokenizer.piece_bytes(vocab_size))
         try:
             coord_ids = validate_coord_ids([token_to_id(t) for t in COORD_TOKENS])
         except ValueError as exc:
             raise TokenizerError(f"tokenizer {name!r}: {exc}") from exc
         im_end = token_to_id(IM_END)
-        if im_end is None or im_end < 0 or pieces[im_end] != IM_END:
+        if im_end is None or im_end < 0 or pieces[im_end] != IM_END.encode():
             raise TokenizerError(f"tokenizer {name!r} has no single {IM_END} token; it is not a Qwen chat tokenizer")
         return cls(
             name=name,
-            pieces=pieces,
+            piece_bytes=pieces,
             coord_ids=coord_ids,
             coord_id_to_bin={tid: k for k, tid in enumerate(coord_ids)},
             im_end_id=int(im_end),
@@ -99,6 +114,23 @@ class TokenContext:
         return cls.build(name, adapter, len(tokenizer), adapter.token_to_id)
 
 
+def _byte_level_alphabet() -> dict[str, int]:
+    """The byte-level BPE alphabet (GPT-2 ``bytes_to_unicode``), inverted: printable char -> byte."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars = list(printable)
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return {chr(c): b for b, c in zip(printable, chars)}
+
+
+_BYTE_LEVEL = _byte_level_alphabet()
+_BYTE_FALLBACK = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
 class _HFAdapter:
     def __init__(self, tok: Any) -> None:
         self._tok = tok
@@ -107,8 +139,30 @@ class _HFAdapter:
     def encode_text(self, text: str) -> list[int]:
         return list(self._tok.encode(text, add_special_tokens=False))
 
-    def decode_ids(self, ids: Sequence[int]) -> str:
-        return self._tok.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    def piece_bytes(self, vocab_size: int) -> list[bytes]:
+        """Each id's bytes: from the byte-level alphabet when the tokenizer is byte-level (Qwen),
+        else from a per-id decode (whole characters, plus ``<0xNN>`` byte-fallback tokens).
+
+        Added tokens (specials, coord tokens) are their content. An id with no token (a vocabulary
+        hole) has an empty piece: decoding it gives no text either.
+        """
+        added = {int(i): t.content.encode("utf-8") for i, t in self._tok.added_tokens_decoder.items()}
+        tokens = self._tok.convert_ids_to_tokens(list(range(vocab_size)))
+        backend = getattr(self._tok, "backend_tokenizer", None)
+        byte_level = backend is not None and type(backend.decoder).__name__ == "ByteLevel"
+        out = []
+        for i, token in enumerate(tokens):
+            if i in added:
+                out.append(added[i])
+            elif token is None:
+                out.append(b"")
+            elif byte_level:
+                out.append(_byte_level_bytes(token, i))
+            elif (m := _BYTE_FALLBACK.fullmatch(token)) is not None:
+                out.append(bytes([int(m.group(1), 16)]))
+            else:
+                out.append(self._tok.decode([i], skip_special_tokens=False, clean_up_tokenization_spaces=False).encode())
+        return out
 
     def token_to_id(self, token: str) -> int | None:
         tid = self._tok.convert_tokens_to_ids(token)
@@ -118,10 +172,19 @@ class _HFAdapter:
         return int(tid)
 
 
+def _byte_level_bytes(token: str, token_id: int) -> bytes:
+    try:
+        return bytes(_BYTE_LEVEL[c] for c in token)
+    except KeyError as exc:
+        raise TokenizerError(
+            f"token {token_id} ({token!r}) holds {exc.args[0]!r}, which is not in the byte-level alphabet; "
+            "the tokenizer's ByteLevel decoder and its vocabulary disagree"
+        ) from exc
+
+
 # Characters the char tokenizer knows: printable ASCII, common whitespace and Latin-1/Latin
 # Extended-A letters (enough for escaped quotes and non-ASCII descs such as "é").
 _CHAR_SPECIALS = (IM_END, ENDOFTEXT, IM_START)
-_CHAR_FIRST = 1000 + len(_CHAR_SPECIALS)
 _CHARS = tuple(chr(c) for c in (9, 10, 13, *range(32, 127), *range(0xA0, 0x180)))
 
 
@@ -131,13 +194,14 @@ class CharTokenizer:
     ids 0..999 are ``<|coord_0|>``..``<|coord_999|>`` (so id == bin), then ``<|im_end|>``,
     ``<|endoftext|>``, ``<|im_start|>``, then one id per known character. ``fuse`` adds extra
     multi-character tokens (e.g. ``"}}"``) after the characters, to reproduce BPE fusions exactly.
-    Encoding is greedy longest-match over specials, coord tokens and fused pieces.
+    Encoding is greedy longest-match over specials, coord tokens and fused pieces (one regex).
     """
 
     def __init__(self, fuse: Sequence[str] = ()) -> None:
         self.vocab: list[str] = [*COORD_TOKENS, *_CHAR_SPECIALS, *_CHARS, *fuse]
         self._ids = {t: i for i, t in enumerate(self.vocab)}
-        self._multi = sorted((t for t in self.vocab if len(t) > 1), key=len, reverse=True)
+        multi = _trie_regex([t for t in self.vocab if len(t) > 1])
+        self._pattern = re.compile(multi + "|." if multi else ".", re.S)
 
     def __len__(self) -> int:
         return len(self.vocab)
@@ -146,27 +210,45 @@ class CharTokenizer:
         return self._ids.get(token)
 
     def encode_text(self, text: str) -> list[int]:
+        table = self._ids
         ids: list[int] = []
-        i = 0
-        while i < len(text):
-            for tok in self._multi:
-                if text.startswith(tok, i):
-                    ids.append(self._ids[tok])
-                    i += len(tok)
-                    break
-            else:
-                ch = text[i]
-                if ch not in self._ids:
-                    raise TokenizerError(f"char tokenizer cannot encode {ch!r} (U+{ord(ch):04X}) at offset {i}")
-                ids.append(self._ids[ch])
-                i += 1
+        for m in self._pattern.finditer(text):
+            tid = table.get(m.group())
+            if tid is None:
+                ch = m.group()
+                raise TokenizerError(f"char tokenizer cannot encode {ch!r} (U+{ord(ch):04X}) at offset {m.start()}")
+            ids.append(tid)
         return ids
 
-    def decode_ids(self, ids: Sequence[int]) -> str:
-        return "".join(self.vocab[i] for i in ids)
+    def piece_bytes(self, vocab_size: int) -> list[bytes]:
+        return [t.encode("utf-8") for t in self.vocab[:vocab_size]]
 
     def context(self, name: str = "char") -> TokenContext:
         return TokenContext.build(name, self, len(self.vocab), self.token_to_id)
+
+
+def _trie_regex(words: Sequence[str]) -> str:
+    """A regex matching the longest of ``words`` at a position (a trie, so matching costs O(length)).
+
+    Greedy ``(...)?`` prefers continuing to a longer word and falls back to the shorter one that ends
+    here, which is exactly greedy longest-match; 1000 coord tokens as plain alternatives were tried
+    one by one at every character.
+    """
+    trie: dict = {}
+    for word in words:
+        node = trie
+        for ch in word:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def render(node: dict) -> str:
+        alts = [re.escape(ch) + render(sub) for ch, sub in sorted(node.items()) if ch]
+        if not alts:
+            return ""
+        body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+        return f"(?:{body})?" if "" in node else body
+
+    return render(trie)
 
 
 def char_context(fuse: Sequence[str] = ()) -> TokenContext:

@@ -37,7 +37,7 @@ from transformers import (
 from coordexp.core.coordjson import GeomType, GTObject, serialize
 from coordexp.data.tiny_tokenizer import ENDOFTEXT, IM_END, SPECIALS
 from coordexp.data.tokenizer import fixture_tokenizer_path, load_tokenizer
-from coordexp.errors import TokenizerError
+from coordexp.errors import ConfigError, TokenizerError
 from coordexp.learn.model import ImageOnlyQwen2_5VLProcessor, ImageOnlyQwen3VLProcessor
 from coordexp.learn.packed import Segment
 
@@ -88,19 +88,27 @@ def _image_processor(patch: int, merge: int) -> Qwen2VLImageProcessorPil:
     )
 
 
-def _text_config(tok: Qwen2Tokenizer, mrope_section: list[int]) -> dict[str, Any]:
+def _width_scale(hidden: int) -> int:
+    """How many times wider than the default the language model is (head_dim and M-RoPE scale with it)."""
+    if hidden < HIDDEN or hidden % HIDDEN:
+        raise ConfigError(f"tiny model hidden size must be a positive multiple of {HIDDEN}, got {hidden}")
+    return hidden // HIDDEN
+
+
+def _text_config(tok: Qwen2Tokenizer, mrope_section: list[int], hidden: int = HIDDEN) -> dict[str, Any]:
     ids = tok.convert_tokens_to_ids
+    scale = _width_scale(hidden)
     return dict(
         vocab_size=len(tok),
-        hidden_size=HIDDEN,
-        intermediate_size=2 * HIDDEN,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        head_dim=HEAD_DIM,
+        head_dim=HEAD_DIM * scale,
         hidden_act="silu",
         max_position_embeddings=4096,
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope_section},
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [scale * m for m in mrope_section]},
         bos_token_id=None,  # the real Qwen default (151643) is outside a tiny vocabulary
         eos_token_id=ids(IM_END),
         pad_token_id=ids(ENDOFTEXT),
@@ -121,25 +129,25 @@ def _vision_ids(tok: Qwen2Tokenizer) -> dict[str, int]:
     )
 
 
-def _qwen3vl_config(tok: Qwen2Tokenizer) -> Qwen3VLConfig:
-    text = _text_config(tok, [2, 1, 1])
+def _qwen3vl_config(tok: Qwen2Tokenizer, hidden: int = HIDDEN) -> Qwen3VLConfig:
+    text = _text_config(tok, [2, 1, 1], hidden)
     text["rope_parameters"]["mrope_interleaved"] = True
     vision = dict(
         depth=2, hidden_size=HIDDEN, intermediate_size=2 * HIDDEN, num_heads=4, in_channels=3, patch_size=16,
-        spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=HIDDEN, num_position_embeddings=64,
+        spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=hidden, num_position_embeddings=64,
         deepstack_visual_indexes=[0, 1], hidden_act="gelu_pytorch_tanh",
     )  # fmt: skip
     return Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, **_vision_ids(tok))
 
 
-def _qwen2_5vl_config(tok: Qwen2Tokenizer) -> Qwen2_5_VLConfig:
+def _qwen2_5vl_config(tok: Qwen2Tokenizer, hidden: int = HIDDEN) -> Qwen2_5_VLConfig:
     vision = dict(
         depth=2, hidden_size=HIDDEN, intermediate_size=2 * HIDDEN, num_heads=4, in_channels=3, patch_size=14,
-        spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=HIDDEN, window_size=56,
+        spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=hidden, window_size=56,
         fullatt_block_indexes=[1], hidden_act="silu",
     )  # fmt: skip
     return Qwen2_5_VLConfig(
-        text_config=_text_config(tok, [1, 1, 2]), vision_config=vision, tie_word_embeddings=True, **_vision_ids(tok)
+        text_config=_text_config(tok, [1, 1, 2], hidden), vision_config=vision, tie_word_embeddings=True, **_vision_ids(tok)
     )
 
 
@@ -162,26 +170,30 @@ def _finish(model: PreTrainedModel, processor: Any, out_dir: str | Path | None) 
 
 
 def build_tiny_qwen3vl(
-    seed: int = 0, out_dir: str | Path | None = None, *, tokenizer: Qwen2Tokenizer | None = None
+    seed: int = 0, out_dir: str | Path | None = None, *, tokenizer: Qwen2Tokenizer | None = None, hidden: int = HIDDEN
 ) -> TinyModel:
-    """A tiny Qwen3-VL (patch 16, merge 2, deepstack on both vision layers) and its processor."""
+    """A tiny Qwen3-VL (patch 16, merge 2, deepstack on both vision layers) and its processor.
+
+    ``hidden`` widens the language model (a multiple of 32; heads stay 4, so head_dim grows) for
+    benchmarks at a less trivial size; the vision tower keeps its width and projects to ``hidden``.
+    """
     tok = tokenizer if tokenizer is not None else fixture_tokenizer()
     processor = ImageOnlyQwen3VLProcessor(
         image_processor=_image_processor(16, 2), tokenizer=tok, chat_template=tok.chat_template
     )
-    model = _seeded(Qwen3VLForConditionalGeneration, _qwen3vl_config(tok), seed)
+    model = _seeded(Qwen3VLForConditionalGeneration, _qwen3vl_config(tok, hidden), seed)
     return _finish(model, processor, out_dir)
 
 
 def build_tiny_qwen2_5vl(
-    seed: int = 0, out_dir: str | Path | None = None, *, tokenizer: Qwen2Tokenizer | None = None
+    seed: int = 0, out_dir: str | Path | None = None, *, tokenizer: Qwen2Tokenizer | None = None, hidden: int = HIDDEN
 ) -> TinyModel:
-    """A tiny Qwen2.5-VL (patch 14, merge 2, window attention in layer 0) and its processor."""
+    """A tiny Qwen2.5-VL (patch 14, merge 2, window attention in layer 0) and its processor (``hidden``: as Qwen3-VL)."""
     tok = tokenizer if tokenizer is not None else fixture_tokenizer()
     processor = ImageOnlyQwen2_5VLProcessor(
         image_processor=_image_processor(14, 2), tokenizer=tok, chat_template=tok.chat_template
     )
-    model = _seeded(Qwen2_5_VLForConditionalGeneration, _qwen2_5vl_config(tok), seed)
+    model = _seeded(Qwen2_5_VLForConditionalGeneration, _qwen2_5vl_config(tok, hidden), seed)
     return _finish(model, processor, out_dir)
 
 
@@ -214,11 +226,12 @@ def tiny_samples(n: int, *, seed: int, max_objects: int = 4) -> list[tuple[Image
     return out
 
 
-def tiny_segments(processor: Any, n: int, *, seed: int, prefix_len: int = 0) -> list[Segment]:
+def tiny_segments(processor: Any, n: int, *, seed: int, prefix_len: int = 0, max_objects: int = 4) -> list[Segment]:
     """``n`` GT-supervised segments for tests and benchmarks (see ``coordexp.learn.encode``).
 
     ``prefix_len`` answer tokens of every segment play a matched rollout prefix (prefix coord slots,
-    no CE), so both coord groups are exercised.
+    no CE), so both coord groups are exercised. ``max_objects`` bounds the objects per answer (about
+    28 tokens each), i.e. how long segments get.
     """
     from coordexp.learn.encode import encode_teacher_forced, gt_segment
     from coordexp.learn.model import coord_token_ids
@@ -230,7 +243,7 @@ def tiny_segments(processor: Any, n: int, *, seed: int, prefix_len: int = 0) -> 
     id_to_bin = {i: k for k, i in enumerate(coord_ids)}
     eos = tok.convert_tokens_to_ids(IM_END)
     segments = []
-    for j, (img, objects) in enumerate(tiny_samples(n, seed=seed)):
+    for j, (img, objects) in enumerate(tiny_samples(n, seed=seed, max_objects=max_objects)):
         messages = [{"role": "user", "content": [{"type": "image", "image": img}, {"type": "text", "text": PROMPT}]}]
         y_ids = tok.encode(serialize(objects), add_special_tokens=False) + [eos]
         enc = encode_teacher_forced(processor, messages, y_ids)

@@ -32,13 +32,12 @@ def fixture_tokenizer_path() -> Path:
 
 def load_tokenizer(path: str | Path) -> Any:
     """Load the tokenizer in ``path`` offline and check that it carries the coord vocabulary."""
-    from transformers import AutoTokenizer
-
     where = Path(path)
     if not where.is_dir():
         raise TokenizerError(
-            f"tokenizer directory {where} does not exist (model.tokenizer_path / model.path)"
+            f"tokenizer directory {where} does not exist (a checkpoint or tokenizer folder, as in model.model)"
         )
+    from transformers import AutoTokenizer  # after the cheap check: a wrong path fails without the import
     try:
         tok = AutoTokenizer.from_pretrained(str(where), local_files_only=True)
     except (OSError, ValueError) as exc:
@@ -58,7 +57,7 @@ def check_coord_vocab(tok: Any, *, source: str) -> None:
             f"tokenizer {source} lacks the coord vocabulary ({len(missing)} of {len(COORD_TOKENS)} coord "
             f"tokens missing or not distinct: {first}). Expand the vocabulary with the 1000 tokens "
             "<|coord_0|>..<|coord_999|> (one token each) and resize the model's embeddings, or point "
-            "the config at a coord-token checkpoint"
+            "model.model at a coord-token checkpoint"
         )
 
 

@@ -17,8 +17,10 @@ tensors), so a checkpoint cannot run code on load.
 
 from __future__ import annotations
 
+import copy
 import json
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ from coordexp.learn.model import unwrap
 FORMAT = 1
 ADAPTER_DIR, MODEL_DIR = "adapter", "model"
 STATE_FILE, RNG_FILE, META_FILE = "learner_state.pt", "rng.json", "checkpoint.json"
+COORD_MAP_FILE = "coord_tokens.json"
 
 
 def _peft(model: torch.nn.Module) -> Any | None:
@@ -56,14 +59,19 @@ def _restore_rng(data: dict[str, Any]) -> None:
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
 
 
-def save_checkpoint(learner: Learner, directory: str | Path) -> Path:
-    """Write ``learner``'s full training state into ``directory`` (created if needed)."""
+def save_checkpoint(learner: Learner, directory: str | Path, *, full_weights_at_root: bool = False) -> Path:
+    """Write ``learner``'s full training state into ``directory`` (created if needed).
+
+    ``full_weights_at_root``: a full fine-tune whose weights ``export_pretrained`` already wrote at the
+    folder's root; they are not written a second time.
+    """
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     peft = _peft(learner.model)
+    weights = ADAPTER_DIR if peft is not None else ("." if full_weights_at_root else MODEL_DIR)
     if peft is not None:
         peft.save_pretrained(str(out / ADAPTER_DIR))
-    else:
+    elif not full_weights_at_root:
         unwrap(learner.model).save_pretrained(str(out / MODEL_DIR))
     state = {
         "optimizer": learner.optimizer.state_dict(),
@@ -73,8 +81,29 @@ def save_checkpoint(learner: Learner, directory: str | Path) -> Path:
     }
     torch.save(state, out / STATE_FILE)
     (out / RNG_FILE).write_text(json.dumps(_rng_json()), encoding="utf-8")
-    meta = {"format": FORMAT, "step": learner.global_step, "weights": ADAPTER_DIR if peft is not None else MODEL_DIR}
+    meta = {"format": FORMAT, "step": learner.global_step, "weights": weights}
     (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return out
+
+
+def export_pretrained(model: torch.nn.Module, processor: Any, coord_ids: Sequence[int], directory: str | Path) -> Path:
+    """Write ``directory`` as a stock HF folder: full weights, processor/tokenizer/chat template, coord map.
+
+    A LoRA/DoRA model is merged into a deep copy (the live, training model keeps its adapter and its
+    exact weights), so ``from_pretrained(directory)`` and ``model.model: directory`` load the trained model
+    without PEFT. ``coord_tokens.json`` maps bin k to its vocab id, so a consumer can check the vocabulary.
+    """
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    peft = _peft(model)
+    if peft is not None:
+        merged = copy.deepcopy(peft).merge_and_unload()
+    else:
+        merged = unwrap(model)
+    merged.save_pretrained(str(out))
+    processor.save_pretrained(str(out))
+    coord_map = {"format": 1, "tokens": "<|coord_k|>", "ids": list(coord_ids)}
+    (out / COORD_MAP_FILE).write_text(json.dumps(coord_map) + "\n", encoding="utf-8")
     return out
 
 
@@ -119,7 +148,7 @@ def load_checkpoint(learner: Learner, directory: str | Path) -> None:
     if meta["weights"] == ADAPTER_DIR:
         _load_adapter(learner.model, src / ADAPTER_DIR)
     else:
-        _load_full(learner.model, src / MODEL_DIR)
+        _load_full(learner.model, src / meta["weights"])
     state = torch.load(src / STATE_FILE, map_location="cpu", weights_only=True)
     learner.optimizer.load_state_dict(state["optimizer"])
     learner.scheduler.load_state_dict(state["scheduler"])

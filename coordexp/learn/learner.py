@@ -30,7 +30,8 @@ import torch
 import torch.distributed as dist
 
 from coordexp.config.schema_training import TrainingConfig
-from coordexp.errors import PackingError
+from coordexp.errors import ConfigError, PackingError
+from coordexp.learn.attention import check_attention, packed_forward_kwargs
 from coordexp.learn.losses import (
     IGNORE_INDEX,
     LOSS_CE,
@@ -44,7 +45,14 @@ from coordexp.learn.losses import (
 from coordexp.learn.model import unwrap
 from coordexp.learn.optim import build_optimizer, build_scheduler
 from coordexp.learn.packed import TrainBatch
-from coordexp.learn.tuner import trainable_parameters
+from coordexp.learn.tuner import trainable_parameters, upcast_trainable
+
+# Config keys this module reads (checked by the key-reach test, coordexp.bind.reach).
+CONFIG_READS = (
+    "training.bf16",
+    "training.gradient_checkpointing",
+    "training.max_grad_norm",
+)
 
 
 class LossSums(NamedTuple):
@@ -78,12 +86,19 @@ def _compact(batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     return keep, labels, weights, coord_pos
 
 
+def _attention_kwargs(model: torch.nn.Module, batch: TrainBatch) -> dict:
+    """Segment bounds for a packed row (padded batches carry an attention mask instead)."""
+    if "attention_mask" in batch.inputs:
+        return {}
+    return packed_forward_kwargs(model, batch.cu_seqlens, device=batch.inputs["input_ids"].device)
+
+
 def forward_loss_sums(
     model: torch.nn.Module, batch: TrainBatch, *, coord_ids: torch.Tensor, coord_cfg: CoordLossConfig
 ) -> LossSums:
     """Forward ``batch`` and return its loss sums (see the module docstring for the compact rows)."""
     keep, labels, weights, coord_pos = _compact(batch)
-    out = model(**batch.inputs, logits_to_keep=keep, use_cache=False)
+    out = model(**batch.inputs, **_attention_kwargs(model, batch), logits_to_keep=keep, use_cache=False)
     rows = out.logits  # [K, V]
     logits = torch.cat([rows, rows.new_zeros(1, rows.shape[-1])])  # +1 placeholder: never read
     ce = token_ce(logits, labels, weights)
@@ -187,6 +202,35 @@ def _enable_activation_checkpointing(model: torch.nn.Module) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
+def _fp32_master_weights(model: torch.nn.Module, training: TrainingConfig) -> int:
+    """Make every trainable parameter float32 (returns how many were cast); frozen ones keep their dtype.
+
+    AdamW updates a parameter in its own dtype. On bf16 weights an update below half a bf16 ulp (a
+    relative 2^-9, so most late-training steps at lr 1e-5) rounds back to the old value and is lost,
+    and the moment estimates are bf16 too. With fp32 trainable weights (the master copy) and fp32
+    optimizer state, ``training.bf16`` autocast still computes in bf16: weights are cast per op,
+    gradients flow back to the fp32 parameters. LoRA adapters are trainable, so they stay fp32 on a
+    bf16 base. Without autocast a low-precision trainable weight is refused: there is nothing to
+    compute in bf16 for, and the updates would be lost.
+    """
+    low = [(n, p.dtype) for n, p in trainable_parameters(model) if p.dtype != torch.float32]
+    if not low:
+        return 0
+    name, dtype = low[0]
+    if not training.bf16:
+        raise ConfigError(
+            f"training.bf16 is false but {len(low)} trainable parameters are {dtype} (e.g. {name}): AdamW would "
+            "update them in low precision and drop every step below its resolution; set training.bf16: true "
+            "(bf16 autocast over fp32 trainable weights) or model.torch_dtype: float32"
+        )
+    if _is_ddp(model):
+        raise ConfigError(
+            f"{len(low)} trainable parameters are {dtype} (e.g. {name}) under DistributedDataParallel: call "
+            "coordexp.learn.tuner.upcast_trainable(model) before wrapping, so DDP's buckets hold the fp32 weights"
+        )
+    return upcast_trainable(model)
+
+
 class Learner:
     """Owns the model, AdamW and the schedule; ``step(packs)`` is one optimizer step."""
 
@@ -206,6 +250,8 @@ class Learner:
         self.coord_ids = torch.tensor(list(coord_ids), dtype=torch.long, device=self.device)
         if training.gradient_checkpointing:
             _enable_activation_checkpointing(unwrap(model))
+        self.upcast_params = _fp32_master_weights(model, training)
+        self.attention_kernel = check_attention(model, self.device, torch.bfloat16 if training.bf16 else None)
         self.params = [p for _, p in trainable_parameters(model)]
         self.optimizer = build_optimizer(model, training)
         self.scheduler = build_scheduler(self.optimizer, training, total_steps)

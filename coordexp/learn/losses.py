@@ -39,6 +39,7 @@ import attrs
 import torch
 import torch.nn.functional as F
 
+from coordexp.core.labels import IGNORE_INDEX  # the one ignore label; learn imports it from here
 from coordexp.learn.coord_targets import (
     coord_logits,
     gaussian_targets,
@@ -59,8 +60,6 @@ from coordexp.learn.geometry_losses import (  # noqa: F401  (re-exported)
     coord_regularizers,
     expectation_decode,
 )
-
-IGNORE_INDEX = -100
 
 LOSS_CE = "loss/ce"
 LOSS_COORD = "loss/coord"

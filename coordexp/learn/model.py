@@ -36,6 +36,14 @@ from transformers import (
 from coordexp.config.schema_model import TINY_MODEL, ModelConfig, TunerConfig
 from coordexp.core.coords import COORD_TOKENS
 from coordexp.errors import ConfigError, TokenizerError
+from coordexp.learn.attention import attn_implementation_for
+
+# Config keys this module reads (checked by the key-reach test, coordexp.bind.reach).
+CONFIG_READS = (
+    "model.model",
+    "model.torch_dtype",
+    "model.attn_impl",
+)
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 # Seed of the tiny model that `model.model: tiny` loads; tests that need another one build it directly.
@@ -189,7 +197,7 @@ def _from_checkpoint(path: str, dtype: torch.dtype, attn_impl: str) -> tuple[Pre
     processor = load_processor(path, expand_coord_vocab=False)
     try:
         model = family.model_class.from_pretrained(
-            path, local_files_only=True, dtype=dtype, attn_implementation=attn_impl
+            path, local_files_only=True, dtype=dtype, attn_implementation=attn_implementation_for(attn_impl)
         )
     except (OSError, ValueError) as exc:
         raise ConfigError(f"model.model: cannot load weights from {path}: {exc}") from exc
@@ -200,7 +208,7 @@ def _tiny(dtype: torch.dtype, attn_impl: str) -> tuple[PreTrainedModel, Any, str
     from coordexp.data.tiny import build_tiny_qwen3vl
 
     tiny = build_tiny_qwen3vl(seed=TINY_SEED)
-    tiny.model.set_attn_implementation(attn_impl)
+    tiny.model.set_attn_implementation(attn_implementation_for(attn_impl))
     return tiny.model.to(dtype), tiny.processor, "qwen3_vl"
 
 

@@ -20,6 +20,18 @@ from coordexp.config.schema_training import TrainingConfig
 from coordexp.errors import ConfigError
 from coordexp.learn.tuner import ALIGNER, VISION, part_of, trainable_parameters
 
+# Config keys this module reads (checked by the key-reach test, coordexp.bind.reach).
+CONFIG_READS = (
+    "training.learning_rate",
+    "training.vit_lr",
+    "training.aligner_lr",
+    "training.weight_decay",
+    "training.warmup_steps",
+    "training.warmup_ratio",
+    "training.lr_scheduler_type",
+    "training.min_learning_rate",
+)
+
 
 def _group_lr(part: str, training: TrainingConfig) -> float:
     if part == VISION and training.vit_lr is not None:

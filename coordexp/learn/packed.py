@@ -10,14 +10,16 @@ padding) laid out as reference rollout 8.4 describes:
   the M-RoPE (t, h, w) positions, computed per segment with the model's own ``get_rope_index`` (so
   each segment sees exactly the positions it would see alone) and concatenated;
 - ``TrainBatch.cu_seqlens``: the cumulative segment lengths ``[0, l0, l0 + l1, ..., L]`` (what a
-  varlen attention kernel takes), so the boundaries are stated, not only implied by row 0;
+  varlen attention kernel takes), so the boundaries are stated, not only implied by row 0; the
+  learner passes them to the packed attention (``coordexp.learn.attention``) as ``cu_seq_lens_q/k``;
 - at most ``cap`` tokens (the packing length) when a cap is given: the selection upstream already
   keeps a pack within it, and a longer row is refused rather than silently truncated or split;
-- no attention mask. transformers (``masking_utils.find_packed_sequence_indices``, used by
-  ``create_causal_mask`` when ``attention_mask`` and ``past_key_values`` are both None) starts a new
-  sequence wherever the text position does not step by +1, and builds a block-diagonal causal mask,
-  for sdpa and eager alike. Hence the forward must run with ``use_cache=False``: a cache disables
-  that detection and the segments would attend to each other.
+- no attention mask. Under ``model.attn_impl: packed*`` each segment attends within itself and no
+  mask is built. Under sdpa and eager, transformers (``masking_utils.find_packed_sequence_indices``,
+  used by ``create_causal_mask`` when ``attention_mask`` and ``past_key_values`` are both None) starts
+  a new sequence wherever the text position does not step by +1 and builds a dense L x L
+  block-diagonal causal mask. Either way the forward must run with ``use_cache=False``: a cache
+  disables that detection and the segments would attend to each other.
 
 Because the first token of a segment is never supervised (it is prompt), no loss term reads a
 logits row across a segment boundary; so a packed row gives exactly the losses and gradients of its

@@ -22,6 +22,19 @@ import torch
 from coordexp.config.schema_model import TunerConfig
 from coordexp.errors import ConfigError
 
+# Config keys this module reads (checked by the key-reach test, coordexp.bind.reach).
+CONFIG_READS = (
+    "tuner.train_type",
+    "tuner.lora_rank",
+    "tuner.lora_alpha",
+    "tuner.lora_dropout",
+    "tuner.target_modules",
+    "tuner.use_dora",
+    "tuner.freeze_vit",
+    "tuner.freeze_aligner",
+    "tuner.freeze_llm",
+)
+
 ALL_LINEAR = "all-linear"
 VISION, ALIGNER, LLM, HEAD = "vision", "aligner", "llm", "head"
 _ALIGNER_MARKERS = (".merger.", ".deepstack_merger_list.")
@@ -118,3 +131,17 @@ def apply_tuner(model: torch.nn.Module, cfg: TunerConfig, *, new_token_ids: Sequ
 def trainable_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
     """Named parameters that receive gradients, in a stable order."""
     return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def upcast_trainable(model: torch.nn.Module) -> int:
+    """Trainable parameters to float32 in place (tied weights stay tied); returns how many were cast.
+
+    The learner's fp32 master weights (``coordexp.learn.learner``); the parameter objects are kept, so
+    call it before building the optimizer and before wrapping in DistributedDataParallel.
+    """
+    cast = 0
+    for _, p in trainable_parameters(model):
+        if p.dtype != torch.float32:
+            p.data = p.data.float()
+            cast += 1
+    return cast

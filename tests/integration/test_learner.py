@@ -24,7 +24,7 @@ def _training(**overrides) -> TrainingConfig:
 
 def _learner(tuner: TunerConfig, training: TrainingConfig, total_steps: int = 20):
     torch.manual_seed(0)  # PEFT draws lora_A from the global RNG: same seed, same adapters
-    loaded = load_model("tiny", dtype="float32", tuner_cfg=tuner, attn_impl="sdpa")
+    loaded = load_model("tiny", dtype="float32", tuner_cfg=tuner, attn_impl="packed")
     learner = Learner(
         loaded.model, training=training, coord_cfg=COORD, coord_ids=loaded.coord_ids, total_steps=total_steps
     )

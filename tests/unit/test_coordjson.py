@@ -1,4 +1,4 @@
-"""CoordJSON serialization, SerializeAppend edge cases, desc spans and the data-contract object rules."""
+"""CoordJSON serialization, SerializeAppend edge cases and desc spans (the data contract: tests/unit/data)."""
 
 from __future__ import annotations
 
@@ -7,21 +7,21 @@ import re
 
 import pytest
 
-from coordexp.core.coordjson import (
-    GeomType,
-    GTObject,
-    Layout,
-    append_start_index,
-    desc_value_spans,
-    gt_object_from_dict,
-    gt_objects_from_record,
-    scan_prefix,
-    serialize,
-    serialize_append,
-    token_overlaps,
-)
+from coordexp.core.coordjson import GeomType, GTObject, Layout, append_start_index, serialize, serialize_append
+from coordexp.core.scan import OBJECTS_ARRAY, desc_value_spans, scan
+from coordexp.core.text import TokenText
 from coordexp.core.tokens import char_context
-from coordexp.errors import AppendError, DataError
+from coordexp.errors import AppendError
+
+
+def spans_text(text: str) -> list[str]:
+    data = text.encode()
+    return [data[s:e].decode() for s, e in desc_value_spans(data)]
+
+
+def desc_tokens(ctx, text: str) -> tuple[int, ...]:
+    t = TokenText.of(ctx.encode(text), ctx)
+    return t.overlapping(desc_value_spans(t.data))
 
 PERSON = GTObject(1, "person", GeomType.BBOX, (10, 20, 30, 40))
 DOG_BED = GTObject(2, "dog bed", GeomType.POLY, (1, 2, 3, 4, 5, 6))
@@ -64,6 +64,11 @@ def test_objects_array_round_trips_through_json():
         ["<|coord_5|>", "<|coord_6|>"],
     ]
     assert [list(o) for o in back] == [["desc", "bbox_2d"], ["desc", "poly"]]
+
+
+def test_descs_are_written_in_nfc():
+    text = serialize([GTObject(1, "cre\u0300me", GeomType.BBOX, (0, 0, 9, 9))])
+    assert "crème" in text and "\u0300" not in text
 
 
 def test_non_ascii_is_raw_and_quotes_are_escaped():
@@ -111,6 +116,10 @@ def test_empty_fn_closes_the_answer():
         ('{"object_1": {"desc": "a", "bbox_2d": [}', "must end with an open top-level object"),
         ('{"a": 1} {', "must end with an open top-level object"),
         ('{"object_1": {"desc": "x"}', None),
+        ('Sure! {"object_1": {"desc": "x"}', None),  # prose before the root is context (Parse keeps it)
+        ('```json\n{"object_1": {"desc": "x"}', None),
+        ('[ x ] ] {"object_1": {"desc": "x"}', None),  # a preamble's brackets do not count
+        ('{"object_1": {"desc": "x"]}', None),  # a stray "]" is ignored, as Parse's scanner does
     ],
 )
 def test_append_readiness(prefix, message):
@@ -123,8 +132,8 @@ def test_append_readiness(prefix, message):
 
 def test_braces_inside_strings_do_not_count():
     prefix = '{"object_1": {"desc": "a } { \\" ]", "bbox_2d": ["<|coord_1|>", "<|coord_2|>", "<|coord_3|>", "<|coord_4|>"]}'
-    shape = scan_prefix(prefix)
-    assert shape.open_containers == "{" and not shape.in_string and shape.root_keys == ("object_1",)
+    state = scan(prefix.encode())
+    assert state.in_entry_list and not state.in_string and state.root_keys == 1
     json.loads(prefix + serialize_append([PERSON], start_index=2, prefix_text=prefix))
 
 
@@ -163,8 +172,8 @@ def test_objects_array_append_rules():
 
 
 def test_objects_array_counts_only_top_level_items():
-    shape = scan_prefix('{"objects": [' + DOG_BED_JSON + ", " + PERSON_JSON)
-    assert shape.array_items == 2 and shape.open_containers == "{["
+    state = scan(('{"objects": [' + DOG_BED_JSON + ", " + PERSON_JSON).encode(), OBJECTS_ARRAY)
+    assert state.array_items == 2 and state.in_entry_list
 
 
 # ---- desc spans ----------------------------------------------------------------------------------
@@ -172,34 +181,32 @@ def test_objects_array_counts_only_top_level_items():
 
 def test_desc_spans_cover_exactly_the_values():
     text = serialize_append([PERSON, DOG_BED], start_index=3, prefix_text=OBJ7)
-    assert [text[s:e] for s, e in desc_value_spans(text)] == ["person", "dog bed"]
+    assert spans_text(text) == ["person", "dog bed"]
 
 
 def test_desc_spans_honour_escapes_and_non_ascii():
     text = serialize([GTObject(1, 'say "hi" \\ é', GeomType.BBOX, (1, 2, 3, 4))])
-    [(s, e)] = desc_value_spans(text)
-    assert text[s:e] == 'say \\"hi\\" \\\\ é'
+    assert spans_text(text) == ['say \\"hi\\" \\\\ é']
 
 
 def test_desc_span_of_a_truncated_value_runs_to_the_end():
-    text = '{"object_1": {"desc" : "dog b'
-    assert [text[s:e] for s, e in desc_value_spans(text)] == ["dog b"]
-    assert desc_value_spans('{"desc": ""}') == ((10, 10),)
+    assert spans_text('{"object_1": {"desc" : "dog b') == ["dog b"]
+    assert desc_value_spans(b'{"desc": ""}') == ((10, 10),)
+    assert spans_text('{"object_1": {"desc": "人🐕", "poly": []}') == ["人🐕"]  # byte spans, whole chars
 
 
 def test_token_overlaps_char_tokenizer_selects_desc_chars_only():
     ctx = char_context()
     text = serialize_append([PERSON, DOG_BED], start_index=3, prefix_text=OBJ7)
     ids = ctx.encode(text)
-    picked = token_overlaps(ids, ctx, desc_value_spans(text))
-    assert "".join(ctx.piece(ids[i]) for i in picked) == "persondog bed"
+    assert "".join(ctx.piece(ids[i]) for i in desc_tokens(ctx, text)) == "persondog bed"
 
 
 def test_token_overlaps_counts_a_token_fused_across_the_quote():
     ctx = char_context(fuse=[' "dog', '",'])
     text = '{"desc": "dog bed", "x": 1}'
     ids = ctx.encode(text)
-    picked = [ctx.piece(ids[i]) for i in token_overlaps(ids, ctx, desc_value_spans(text))]
+    picked = [ctx.piece(ids[i]) for i in desc_tokens(ctx, text)]
     # ' "dog' holds desc chars, so it is desc as a whole; '",' holds only the closing quote.
     assert picked == [' "dog', " ", "b", "e", "d"]
 
@@ -207,55 +214,7 @@ def test_token_overlaps_counts_a_token_fused_across_the_quote():
 def test_empty_desc_overlaps_nothing():
     ctx = char_context()
     text = '{"desc": "", "x": 1}'
-    assert token_overlaps(ctx.encode(text), ctx, desc_value_spans(text)) == ()
-
-
-# ---- data contract -------------------------------------------------------------------------------
-
-
-def test_record_object_with_tokens_or_ints():
-    obj = gt_object_from_dict({"desc": "cup", "bbox_2d": ["<|coord_10|>", 20, 30.0, "<|coord_40|>"]}, index=3)
-    assert obj == GTObject(3, "cup", GeomType.BBOX, (10, 20, 30, 40))
-    poly = gt_object_from_dict({"desc": "mat", "poly": [1, 2, 3, 4, 5, 6], "poly_points": 3}, index=1)
-    assert poly.geom_type is GeomType.POLY and poly.points == (1, 2, 3, 4, 5, 6)
-
-
-@pytest.mark.parametrize(
-    ("obj", "message"),
-    [
-        ({"desc": "x", "line": [1, 2, 3, 4]}, "line geometry is not supported"),
-        ({"desc": "x", "bbox_2d": [1, 2, 3, 4], "poly": [1, 2, 3, 4, 5, 6]}, "found both bbox_2d and poly"),
-        ({"desc": "x"}, "found neither"),
-        ({"desc": "x", "bbox_2d": [1, 2, 3]}, "bbox_2d needs 4 values"),
-        ({"desc": "x", "poly": [1, 2, 3, 4]}, "at least 6"),
-        ({"desc": "x", "poly": [1, 2, 3, 4, 5, 6, 7]}, "even number"),
-        ({"desc": "x", "poly": [1, 2, 3, 4, 5, 6], "poly_points": 4}, "poly_points=4"),
-        ({"desc": "x", "bbox_2d": [1, 2, 3, 1000]}, "out of range"),
-        ({"desc": "x", "bbox_2d": [1, 2, 3, 4.5]}, "coord token or integer"),
-        ({"desc": "  ", "bbox_2d": [1, 2, 3, 4]}, "non-empty"),
-        ({"desc": "a, b", "bbox_2d": [1, 2, 3, 4]}, "contains ', '"),
-        ({"desc": "a\tb", "bbox_2d": [1, 2, 3, 4]}, "contains"),
-        ({"desc": "a  b", "bbox_2d": [1, 2, 3, 4]}, "contains '  '"),
-        ({"desc": "a / b", "bbox_2d": [1, 2, 3, 4]}, "contains ' /'"),
-    ],
-)
-def test_record_object_violations_name_the_object(obj, message):
-    with pytest.raises(DataError, match="objects\\[4\\] \\(object_5\\)") as err:
-        gt_object_from_dict(obj, index=5, where="train.jsonl:12")
-    assert message in str(err.value)
-    assert str(err.value).startswith("train.jsonl:12:")
-
-
-def test_record_needs_width_and_height():
-    objs = [{"desc": "x", "bbox_2d": [1, 2, 3, 4]}]
-    assert len(gt_objects_from_record({"objects": objs, "width": 4, "height": 3})) == 1
-    assert gt_objects_from_record({"objects": [], "width": 4, "height": 3}) == ()
-    with pytest.raises(DataError, match="must provide width and height"):
-        gt_objects_from_record({"objects": objs, "height": 3})
-    with pytest.raises(DataError, match="height=0"):
-        gt_objects_from_record({"objects": objs, "width": 4, "height": 0})
-    with pytest.raises(DataError, match="'objects' must be a list"):
-        gt_objects_from_record({"width": 4, "height": 3})
+    assert desc_tokens(ctx, text) == ()
 
 
 def test_any_root_entry_requires_the_separator():

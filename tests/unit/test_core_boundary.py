@@ -10,7 +10,7 @@ from pathlib import Path
 
 import coordexp.core
 
-FORBIDDEN = ("torch", "transformers", "vllm", "peft", "coordexp.backends", "coordexp.learn")
+FORBIDDEN = ("torch", "transformers", "vllm", "peft", "coordexp.backends", "coordexp.learn", "coordexp.config", "coordexp.bind")
 CORE_DIR = Path(coordexp.core.__file__).parent
 
 

@@ -9,8 +9,9 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from coordexp.core.geometry import GeomType, Shape, iou
-from coordexp.core.match import COST_SCALE, MatchConfig, MatchResult, match
+from coordexp.core.match import COST_SCALE, MatchResult, match
 from coordexp.errors import ConfigError
+from tests.records import match_cfg
 
 
 def box(*p: int) -> Shape:
@@ -33,8 +34,8 @@ gates = st.sampled_from([0.0, 0.3, 0.5])
 # --- config -----------------------------------------------------------------------------------
 
 
-def test_defaults_follow_the_reference():
-    cfg = MatchConfig()
+def test_schema_defaults_follow_the_reference():
+    cfg = match_cfg()
     assert (cfg.candidate_top_k, cfg.maskiou_gate, cfg.maskiou_resolution) == (10, 0.3, 256)
     assert (cfg.iou_mode.value, cfg.fp_cost, cfg.fn_cost) == ("exact", 1.0, 1.0)
 
@@ -52,24 +53,24 @@ def test_defaults_follow_the_reference():
 )
 def test_invalid_config_names_the_key(kwargs, key):
     with pytest.raises(ConfigError, match=f"rollout_matching.{key}"):
-        MatchConfig(**kwargs)
+        match_cfg(**kwargs)
 
 
 def test_unknown_iou_mode_is_rejected():
     with pytest.raises(ValueError):
-        MatchConfig(iou_mode="fuzzy")
+        match_cfg(iou_mode="fuzzy")
 
 
 def test_costs_too_large_for_exact_integer_arithmetic_are_an_error():
     with pytest.raises(ConfigError, match="too large"):
-        match([box(0, 0, 10, 10)], [box(0, 0, 10, 10)], cfg=MatchConfig(fp_cost=1e7))
+        match([box(0, 0, 10, 10)], [box(0, 0, 10, 10)], cfg=match_cfg(fp_cost=1e7))
 
 
 # --- behaviour --------------------------------------------------------------------------------
 
 
 def test_empty_inputs_are_normal():
-    cfg = MatchConfig()
+    cfg = match_cfg()
     assert match([], [], cfg=cfg) == MatchResult((), (), (), (), 0, 0, 0, 0, 0.0, 0)
     only_gt = match([], [box(0, 0, 5, 5), box(9, 9, 20, 20)], cfg=cfg)
     assert only_gt.fn_gt_indices == (0, 1) and only_gt.gating_rejections == 0
@@ -78,37 +79,37 @@ def test_empty_inputs_are_normal():
 
 def test_identical_pairs_tie_to_the_diagonal():
     a = box(100, 100, 200, 200)
-    result = match([a, a], [a, a], cfg=MatchConfig())
+    result = match([a, a], [a, a], cfg=match_cfg())
     assert result.matched_pairs == ((0, 0), (1, 1))
     assert result.matched_ious == (1.0, 1.0) and result.matched_iou_sum == 2.0
 
 
 def test_earlier_prediction_wins_a_tie_for_one_gt():
     a = box(100, 100, 200, 200)
-    result = match([box(600, 600, 700, 700), a, a], [a], cfg=MatchConfig())
+    result = match([box(600, 600, 700, 700), a, a], [a], cfg=match_cfg())
     assert result.matched_pairs == ((1, 0),) and result.fp_pred_indices == (0, 2)
 
 
 def test_tie_between_matching_and_leaving_unmatched_prefers_matching():
     # IoU 0 at gate 0 costs 1.0 = fp_cost + fn_cost: both options are optimal.
-    cfg = MatchConfig(maskiou_gate=0.0, fp_cost=0.5, fn_cost=0.5)
+    cfg = match_cfg(maskiou_gate=0.0, fp_cost=0.5, fn_cost=0.5)
     assert match([box(0, 0, 10, 10)], [box(500, 500, 600, 600)], cfg=cfg).matched_pairs == ((0, 0),)
 
 
 def test_gate_equality_passes():
-    result = match([box(0, 0, 10, 10)], [box(0, 0, 20, 10)], cfg=MatchConfig(maskiou_gate=0.5))
+    result = match([box(0, 0, 10, 10)], [box(0, 0, 20, 10)], cfg=match_cfg(maskiou_gate=0.5))
     assert result.matched_pairs == ((0, 0),) and result.gating_rejections == 0
 
 
 def test_gate_counts_every_rejected_candidate_pair():
     a, b = box(100, 100, 200, 200), box(600, 600, 700, 700)
-    result = match([a, b], [b, a], cfg=MatchConfig())
+    result = match([a, b], [b, a], cfg=match_cfg())
     assert result.gating_rejections == 2 and result.candidate_pairs_evaluated == 4
 
 
 def test_top_k_limits_the_pairs_evaluated():
     gts = [box(100 + 10 * d, 100, 200 + 10 * d, 200) for d in range(6)]
-    result = match([box(100, 100, 200, 200)], gts, cfg=MatchConfig(candidate_top_k=3))
+    result = match([box(100, 100, 200, 200)], gts, cfg=match_cfg(candidate_top_k=3))
     assert result.candidate_pairs_evaluated == 3 and result.matched_pairs == ((0, 0),)
 
 
@@ -116,7 +117,7 @@ def test_centre_distance_fallback_is_counted():
     result = match(
         [box(0, 0, 10, 10), box(500, 500, 600, 600)],
         [box(20, 20, 30, 30), box(550, 550, 650, 650)],
-        cfg=MatchConfig(maskiou_gate=0.0, candidate_top_k=1),
+        cfg=match_cfg(maskiou_gate=0.0, candidate_top_k=1),
     )
     assert result.center_fallback_preds == 1
     assert result.matched_pairs == ((0, 0), (1, 1))
@@ -124,14 +125,14 @@ def test_centre_distance_fallback_is_counted():
 
 def test_repaired_polygons_are_counted():
     bowtie = Shape(GeomType.POLY, (0, 0, 100, 100, 100, 0, 0, 100))
-    result = match([bowtie], [box(0, 0, 100, 100)], cfg=MatchConfig())
+    result = match([bowtie], [box(0, 0, 100, 100)], cfg=match_cfg())
     assert result.repaired_polygons == 1 and result.matched_ious == pytest.approx((0.5,))
 
 
 def test_raster_mode_loses_tiny_objects_that_exact_mode_matches():
     tiny = box(10, 10, 12, 12)
-    assert match([tiny], [tiny], cfg=MatchConfig()).matched_pairs == ((0, 0),)
-    raster = match([tiny], [tiny], cfg=MatchConfig(iou_mode="raster"))
+    assert match([tiny], [tiny], cfg=match_cfg()).matched_pairs == ((0, 0),)
+    raster = match([tiny], [tiny], cfg=match_cfg(iou_mode="raster"))
     assert raster.matched_pairs == () and raster.fn_gt_indices == (0,)
 
 
@@ -166,7 +167,7 @@ def choices(result: MatchResult, n_pred: int) -> tuple:
 @settings(max_examples=150, deadline=None)
 @given(shape_lists, shape_lists, gates)
 def test_result_is_the_canonical_optimum(preds, gts, gate):
-    cfg = MatchConfig(maskiou_gate=gate)
+    cfg = match_cfg(maskiou_gate=gate)
     result = match(preds, gts, cfg=cfg)
     optimal = brute_force(preds, gts, cfg)
     assert choices(result, len(preds)) == optimal[0][2]
@@ -175,7 +176,7 @@ def test_result_is_the_canonical_optimum(preds, gts, gate):
 @settings(max_examples=150, deadline=None)
 @given(shape_lists, shape_lists, gates)
 def test_every_index_is_accounted_for_exactly_once(preds, gts, gate):
-    result = match(preds, gts, cfg=MatchConfig(maskiou_gate=gate))
+    result = match(preds, gts, cfg=match_cfg(maskiou_gate=gate))
     matched_preds = [p for p, _ in result.matched_pairs]
     matched_gts = [g for _, g in result.matched_pairs]
     assert sorted(matched_preds + list(result.fp_pred_indices)) == list(range(len(preds)))
@@ -189,7 +190,7 @@ def test_every_index_is_accounted_for_exactly_once(preds, gts, gate):
 @settings(max_examples=50, deadline=None)
 @given(shape_lists, shape_lists, gates)
 def test_result_is_deterministic_under_repetition(preds, gts, gate):
-    cfg = MatchConfig(maskiou_gate=gate)
+    cfg = match_cfg(maskiou_gate=gate)
     first = match(preds, gts, cfg=cfg)
     assert all(match(preds, gts, cfg=cfg) == first for _ in range(3))
 
@@ -197,7 +198,7 @@ def test_result_is_deterministic_under_repetition(preds, gts, gate):
 @settings(max_examples=150, deadline=None)
 @given(shape_lists, shape_lists, gates, st.randoms(use_true_random=False))
 def test_permuting_gts_permutes_a_unique_result(preds, gts, gate, rnd):
-    cfg = MatchConfig(maskiou_gate=gate)
+    cfg = match_cfg(maskiou_gate=gate)
     assume(len(brute_force(preds, gts, cfg)) == 1)  # no ties
     perm = list(range(len(gts)))
     rnd.shuffle(perm)  # new position k holds old GT perm[k]

@@ -60,7 +60,7 @@ def test_spans_point_at_the_object_value():
         "bbox_2d": ["<|coord_5|>", "<|coord_6|>", "<|coord_7|>", "<|coord_8|>"],
     }
     t0, t1 = o.token_span
-    assert "".join(CTX.pieces[i] for i in r.response_ids[t0:t1]) == r.response_text[start:end]
+    assert CTX.text_of(r.response_ids[t0:t1]) == r.response_text[start:end]  # ASCII: bytes == chars
     assert [r.response_ids[i] for i in o.coord_token_indices] == [5, 6, 7, 8]  # char ids == bins
 
 
@@ -117,10 +117,11 @@ def test_out_of_vocabulary_id_is_a_clear_error():
         parse(Rollout((-1,)), ctx=CTX)
 
 
-def test_two_root_objects_keep_the_legacy_prefix():
+def test_a_second_root_object_is_scanned_but_never_cut_into():
     r = run("{" + obj_n(1) + "} {" + obj_n(2) + "}")
-    assert r.valid == (1, 2)
-    assert r.prefix_text == "{" + obj_n(1) + "} {" + obj_n(2)
+    assert r.valid == (1,) and r.max_object_index == 1
+    assert [(d.index, d.reason) for d in r.dropped] == [(2, DropReason.KEY_INVALID)]
+    assert r.prefix_text == "{" + obj_n(1)
 
 
 # -- objects_array layout ---------------------------------------------------------------------

@@ -6,11 +6,11 @@ import pytest
 
 from coordexp.core.parse import parse
 from coordexp.core.parse_records import Rollout
-from coordexp.core.prefix_policy import apply_prefix_policy
-from coordexp.core.target_records import CutReason, PrefixPolicyConfig
+from coordexp.core.prefix_policy import CutReason, apply_prefix_policy
 from coordexp.core.tokens import char_context
 from coordexp.data.tokenizer import fixture_tokenizer_path, load_token_context
 from coordexp.errors import ConfigError
+from tests.records import policy_cfg
 
 CHAR = char_context()
 
@@ -25,7 +25,7 @@ ROLLOUT = "{" + ", ".join([obj(1, "cat", (100, 100, 200, 200)), BAD, obj(3, "bir
 
 def view(text: str, policy: str, ctx=CHAR, **kw):
     parsed = parse(Rollout(tuple(ctx.encode(text))), ctx=ctx)
-    return parsed, apply_prefix_policy(parsed, ctx=ctx, cfg=PrefixPolicyConfig(policy, **kw))
+    return parsed, apply_prefix_policy(parsed, ctx=ctx, cfg=policy_cfg(policy, **kw))
 
 
 def test_keep_is_the_identity():
@@ -65,13 +65,13 @@ def test_bbox_only_hides_polygons_from_matching():
     poly = '"object_2": {"desc": "pond", "poly": [["<|coord_1|>", "<|coord_1|>"], ["<|coord_9|>", "<|coord_1|>"], ["<|coord_9|>", "<|coord_9|>"]]}'
     text = "{" + obj(1, "cat", (1, 2, 3, 4)) + ", " + poly + "}"
     parsed = parse(Rollout(tuple(CHAR.encode(text))), ctx=CHAR)
-    v = apply_prefix_policy(parsed, ctx=CHAR, bbox_only=True)
+    v = apply_prefix_policy(parsed, ctx=CHAR, cfg=policy_cfg(), bbox_only=True)
     assert v.parse.valid == (1,) and v.cut.poly_unsupported == 1 and v.parse.prefix_text == parsed.prefix_text
 
 
 def test_threshold_is_validated():
     with pytest.raises(ConfigError, match="iou_threshold"):
-        PrefixPolicyConfig("cut_at_first_duplicate", duplicate_iou=1.5)
+        policy_cfg("cut_at_first_duplicate", duplicate_iou=1.5)
 
 
 def test_inline_box_iou_equals_geometry_iou():

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from coordexp.bind import schedule_from_section
 from coordexp.config.plan import channel_at
 from coordexp.config.schema_ab import RampPoint, ScheduleConfig
 from coordexp.core.schedule import (
@@ -18,7 +19,6 @@ from coordexp.core.schedule import (
     RatioSchedule,
     RealizedRatio,
     channel_for_step,
-    schedule_from_section,
 )
 from coordexp.errors import ConfigError
 

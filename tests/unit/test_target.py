@@ -9,18 +9,20 @@ import numpy as np
 import pytest
 
 from coordexp.core.coordjson import GeomType, GTObject
+from coordexp.core.labels import IGNORE_INDEX
 from coordexp.core.match import MatchConfig, MatchResult
 from coordexp.core.ot import barycentric_projection
 from coordexp.core.parse import parse
 from coordexp.core.parse_records import ParsedObject, Rollout
 from coordexp.core.target import build_target, closure_positions, pair_targets, token_kinds
 from coordexp.core.target_pipeline import run_target_step
-from coordexp.core.target_records import IGNORE, TargetConfig, TargetSample, gt_bbox_only
+from coordexp.core.target_records import TargetConfig, TargetSample
 from coordexp.core.tokens import char_context
-from coordexp.errors import ConfigError, DataError, TargetError
+from coordexp.errors import ConfigError, TargetError
+from tests.records import ab_target, match_cfg, policy_cfg, sft_target
 
 CTX = char_context()
-EXACT = MatchConfig(candidate_top_k=5)
+EXACT = match_cfg(candidate_top_k=5)
 
 
 def obj(n: int, desc: str, box: tuple[int, ...]) -> str:
@@ -35,7 +37,8 @@ def gt(index: int, desc: str, points: tuple[int, ...], geom: GeomType = GeomType
 def step(text: str, gts: tuple[GTObject, ...], cfg: TargetConfig | None = None, match_cfg: MatchConfig = EXACT):
     sample = TargetSample("s1", gts)
     return run_target_step(
-        Rollout(tuple(CTX.encode(text))), sample, ctx=CTX, match_cfg=match_cfg, target_cfg=cfg or TargetConfig()
+        Rollout(tuple(CTX.encode(text))), sample, ctx=CTX, match_cfg=match_cfg, target_cfg=cfg or sft_target(),
+        policy_cfg=policy_cfg(),
     )
 
 
@@ -45,7 +48,7 @@ E1_GT = (gt(1, "cat", (105, 100, 205, 200)), gt(2, "person", (400, 400, 500, 520
 
 
 def test_reference_e1_numbers_with_the_eos_supervised():
-    raster = MatchConfig(candidate_top_k=5, iou_mode="raster", fp_cost=1.0, fn_cost=2.0)
+    raster = match_cfg(candidate_top_k=5, iou_mode="raster", fp_cost=1.0, fn_cost=2.0)
     trace = step(E1, E1_GT, match_cfg=raster)
     t = trace.target
     assert trace.match.matched_pairs == ((0, 0),) and trace.match.fp_pred_indices == (1,)
@@ -53,7 +56,7 @@ def test_reference_e1_numbers_with_the_eos_supervised():
     assert t.append_text.startswith(', "object_3": {"desc": "person"')
     prefix = [(p, b) for p, b, pre in zip(t.coord_positions, t.coord_target_bins, t.coord_is_prefix) if pre]
     assert [b for _, b in prefix] == [105, 100, 205, 200]
-    ce = "".join(CTX.piece(t.y_train_ids[p]) for p in range(t.train_len) if t.labels[p] != IGNORE)
+    ce = "".join(CTX.piece(t.y_train_ids[p]) for p in range(t.train_len) if t.labels[p] != IGNORE_INDEX)
     assert ce == ', "object_3": {"desc": "", "bbox_2d": ["", "", "", ""]}}<|im_end|>'
     assert t.y_train_ids[-1] == CTX.im_end_id and t.labels[-1] == CTX.im_end_id
     assert t.closure_positions == (188, 189)
@@ -63,7 +66,7 @@ def test_reference_e1_numbers_with_the_eos_supervised():
 def test_fp_and_dropped_objects_get_nothing():
     t = step(E1, E1_GT).target
     dog_positions = range(62, 123)  # object_2 entry in the prefix
-    assert all(t.labels[p] == IGNORE for p in range(t.prefix_len))
+    assert all(t.labels[p] == IGNORE_INDEX for p in range(t.prefix_len))
     assert not set(dog_positions) & set(t.coord_positions)
 
 
@@ -74,35 +77,29 @@ def test_zero_gt_is_a_normal_sample():
     assert [CTX.piece(t.y_train_ids[p]) for p in range(t.prefix_len, t.train_len) if t.labels[p] >= 0] == ["}", "<|im_end|>"]
 
 
-def test_missing_objects_field_means_no_gt():
-    assert TargetSample.from_record({"width": 4, "height": 4}, sample_id="x").gt == ()
-    with pytest.raises(DataError, match="sample x"):
-        TargetSample.from_record({"objects": "nope"}, sample_id="x")
-
-
 def test_tail_desc_weight_closure_and_multiplier_switches():
     text = "{" + obj(1, "cat", (100, 100, 200, 200)) + ', "object_2": {"desc": "dog", "bbox_2d": [1, 2, 3, 4]}}'
     gts = (gt(1, "cat", (100, 100, 200, 200)), gt(2, "person", (400, 400, 500, 500)))
-    t = step(text, gts, TargetConfig.stage2_ab(desc_ce_weight=0.5, multiplier=2.0)).target
+    t = step(text, gts, ab_target(fn_desc_ce_weight=0.5, drop_invalid_struct_ce_multiplier=2.0)).target
     kinds = token_kinds(t)
     weights = {k: {w for w, kk in zip(t.ce_weights, kinds) if kk == k} for k in set(kinds)}
     assert weights["desc_ce"] == {0.5} and weights["ce"] == {2.0} and weights["prefix_ce"] == {1.0}
-    off = step(text, gts, TargetConfig(closure_supervision=False)).target
-    assert all(off.labels[p] == IGNORE for p in off.closure_positions)
+    off = step(text, gts, sft_target(closure_supervision=False)).target
+    assert all(off.labels[p] == IGNORE_INDEX for p in off.closure_positions)
     assert off.counters.drop_multiplier_applied is False
 
 
 def test_multiplier_needs_drops():
     text = "{" + obj(1, "cat", (100, 100, 200, 200)) + "}"
     gts = (gt(1, "cat", (100, 100, 200, 200)), gt(2, "person", (400, 400, 500, 500)))
-    a = step(text, gts, TargetConfig.stage2_ab(multiplier=3.0)).target
-    b = step(text, gts, TargetConfig.stage2_ab(multiplier=1.0)).target
+    a = step(text, gts, ab_target(drop_invalid_struct_ce_multiplier=3.0)).target
+    b = step(text, gts, ab_target(drop_invalid_struct_ce_multiplier=1.0)).target
     assert a.ce_weights == b.ce_weights and a.labels == b.labels
 
 
 def test_matched_prefix_structure_covers_only_matched_entries():
     text = "{" + obj(1, "matched", (100, 100, 200, 200)) + ", " + obj(2, "fp", (700, 700, 800, 800)) + "}"
-    t = step(text, (gt(1, "cat", (100, 100, 200, 200)),), TargetConfig.stage2_ab()).target
+    t = step(text, (gt(1, "cat", (100, 100, 200, 200)),), ab_target()).target
     prefix_ce = [p for p in range(t.prefix_len) if t.labels[p] >= 0]
     first_quote = text.index('"object_1"')
     assert prefix_ce[0] == first_quote
@@ -111,13 +108,13 @@ def test_matched_prefix_structure_covers_only_matched_entries():
 
 
 def test_poly_pairs_use_ot_and_bbox_pairs_copy_gt():
-    cfg = TargetConfig()
+    cfg = sft_target()
     pred = ParsedObject("object_1", 1, "a", "bbox_2d", (1, 2, 3, 4), (100, 100, 200, 200), (0, 1), (0, 1))
     assert pair_targets(pred, gt(1, "a", (110, 90, 1200, 210)), cfg) == (110, 90, 999, 210)
     square = gt(1, "a", (100, 100, 200, 100, 200, 200, 100, 200), GeomType.POLY)
-    x1, y1, x2, y2 = pair_targets(pred, square, TargetConfig(ot_epsilon=0.5))
+    x1, y1, x2, y2 = pair_targets(pred, square, sft_target(ot_epsilon=0.5))
     assert (x1, y1, x2, y2) == (100, 100, 200, 200)
-    shrunk = pair_targets(pred, square, TargetConfig(ot_epsilon=1000.0))
+    shrunk = pair_targets(pred, square, sft_target(ot_epsilon=1000.0))
     assert shrunk[0] > 100 and shrunk[2] < 200  # entropic bias toward the centroid (reference W17)
     poly_pred = ParsedObject("object_1", 1, "a", "poly", (1, 2, 3, 4, 5, 6), (0, 0, 10, 0, 10, 10), (0, 1), (0, 1))
     assert len(pair_targets(poly_pred, square, cfg)) == 6
@@ -128,7 +125,7 @@ def test_excluded_pair_returns_its_gt_as_fn():
     parsed = parse(Rollout(tuple(CTX.encode("{" + obj(1, "cat", (100, 100, 200, 200)) + "}"))), ctx=CTX)
     bad_gt = gt(1, "cat", (100, 100, 200, 200, 300, 300))
     fake = MatchResult(((0, 0),), (1.0,), (), (), 0, 1, 0, 0, 1.0, 1)
-    t = build_target(parsed, fake, TargetSample("s9", (bad_gt,)), ctx=CTX, cfg=TargetConfig())
+    t = build_target(parsed, fake, TargetSample("s9", (bad_gt,)), ctx=CTX, cfg=sft_target())
     assert t.counters.excluded_from_supervision == 1 and t.fn_gt_indices == (0,)
     assert not any(t.coord_is_prefix)
 
@@ -137,12 +134,23 @@ def test_match_from_another_view_is_refused():
     parsed = parse(Rollout(tuple(CTX.encode("{}"))), ctx=CTX)
     fake = MatchResult(((0, 0),), (1.0,), (), (), 0, 1, 0, 0, 1.0, 1)
     with pytest.raises(TargetError, match="sample s2: matched pair"):
-        build_target(parsed, fake, TargetSample("s2", E1_GT), ctx=CTX, cfg=TargetConfig())
+        build_target(parsed, fake, TargetSample("s2", E1_GT), ctx=CTX, cfg=sft_target())
 
 
-def test_prose_prefix_is_a_target_error_naming_the_sample():
+def test_prose_before_the_root_stays_as_unsupervised_context():
+    trace = step("Sure! {" + obj(1, "cat", (1, 2, 3, 4)) + "}", (gt(1, "dog", (500, 500, 600, 600)),))
+    t = trace.target
+    assert t.prefix_text.startswith("Sure! {") and t.append_text.startswith(', "object_2": {"desc": "dog"')
+    assert all(t.labels[p] == IGNORE_INDEX for p in range(t.prefix_len))
+    json.loads(CTX.text_of(t.y_train_ids[:-1])[len("Sure! "):])
+
+
+def test_append_after_a_prefix_that_is_not_append_ready_names_the_sample():
+    parsed = parse(Rollout(tuple(CTX.encode("{" + obj(1, "cat", (1, 2, 3, 4)) + "}"))), ctx=CTX)
+    closed = attrs.evolve(parsed, prefix_text=parsed.prefix_text + "}")
+    fake = MatchResult((), (), (0,), (), 0, 0, 0, 0, 0.0, 0)
     with pytest.raises(TargetError, match="sample s1: cannot append"):
-        step("Sure! {" + obj(1, "cat", (1, 2, 3, 4)) + "}", (gt(1, "dog", (500, 500, 600, 600)),))
+        build_target(closed, fake, TargetSample("s1", ()), ctx=CTX, cfg=sft_target())
 
 
 def test_closure_ignores_braces_and_im_end_inside_strings():
@@ -155,23 +163,15 @@ def test_closure_ignores_braces_and_im_end_inside_strings():
         closure_positions(tuple(CTX.encode("}")), ctx=CTX)
 
 
-def test_bbox_only_gt_rule():
-    assert gt_bbox_only([{"desc": "a", "bbox_2d": [1, 2, 3, 4]}], sample_id="q")[0].points == (1, 2, 3, 4)
-    with pytest.raises(DataError, match="bbox-only.*poly"):
-        gt_bbox_only([{"desc": "a", "poly": [1, 1, 5, 1, 5, 5]}], sample_id="q")
-    with pytest.raises(DataError, match=r"sample q: objects\[0\].*invalid bbox_2d"):
-        gt_bbox_only([{"desc": "a", "bbox_2d": [10, 10, 0, 0]}], sample_id="q")
-
-
-def test_config_presets_and_validation():
-    ab = TargetConfig.stage2_ab(desc_ce_weight=0.25, multiplier=1.5)
+def test_variant_switches_and_validation():
+    ab = ab_target(fn_desc_ce_weight=0.25, drop_invalid_struct_ce_multiplier=1.5)
     assert (ab.matched_prefix_structure_ce, ab.fn_desc_ce_weight, ab.bbox_only) == (True, 0.25, True)
-    rm = TargetConfig.rollout_matching()
+    rm = sft_target()
     assert (rm.matched_prefix_structure_ce, rm.fn_desc_ce_weight, rm.closure_supervision) == (False, 0.0, True)
     for bad in ({"drop_invalid_struct_ce_multiplier": 4.5}, {"fn_desc_ce_weight": -1.0}, {"ot_epsilon": 0.0},
                 {"ot_cost": "l3"}, {"ot_iters": 0}):
         with pytest.raises(ConfigError):
-            TargetConfig(**bad)
+            sft_target(**bad)
 
 
 def test_sinkhorn_small_epsilon_is_nearly_a_permutation():

@@ -8,13 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coordexp.core.coordjson import GeomType, GTObject
-from coordexp.core.match import MatchConfig
+from coordexp.core.labels import IGNORE_INDEX
 from coordexp.core.parse_records import Rollout
 from coordexp.core.target import token_kinds
 from coordexp.core.target_pipeline import run_target_step
-from coordexp.core.target_records import IGNORE, PrefixPolicyConfig, TargetConfig, TargetSample
+from coordexp.core.target_records import TargetSample
 from coordexp.core.tokens import char_context
 from coordexp.data.tokenizer import fixture_tokenizer_path, load_token_context
+from tests.records import ab_target, match_cfg, policy_cfg, sft_target
 
 CONTEXTS = {"char": char_context(), "bpe": load_token_context(fixture_tokenizer_path())}
 DESCS = ["cat", "dog bed", "person", "traffic light"]
@@ -45,9 +46,9 @@ def samples(draw):
     return gt, text
 
 
-configs = st.sampled_from([TargetConfig.rollout_matching(), TargetConfig.stage2_ab(desc_ce_weight=0.5, multiplier=2.0),
-                           TargetConfig(closure_supervision=False)])
-policies = st.sampled_from([PrefixPolicyConfig(p) for p in ("keep", "cut_at_first_invalid", "cut_at_first_duplicate")])
+configs = st.sampled_from([sft_target(), ab_target(fn_desc_ce_weight=0.5, drop_invalid_struct_ce_multiplier=2.0),
+                           sft_target(closure_supervision=False)])
+policies = st.sampled_from([policy_cfg(p) for p in ("keep", "cut_at_first_invalid", "cut_at_first_duplicate")])
 
 
 @settings(max_examples=120, deadline=None)
@@ -56,7 +57,7 @@ def test_target_invariants(sample, tok, cfg, policy):
     gt, text = sample
     ctx = CONTEXTS[tok]
     target_sample = TargetSample("h", tuple(GTObject(i, d, GeomType.BBOX, b) for i, (d, b) in enumerate(gt, 1)))
-    trace = run_target_step(Rollout(tuple(ctx.encode(text))), target_sample, ctx=ctx, match_cfg=MatchConfig(),
+    trace = run_target_step(Rollout(tuple(ctx.encode(text))), target_sample, ctx=ctx, match_cfg=match_cfg(),
                             target_cfg=cfg, policy_cfg=policy)
     t, pr = trace.target, trace.view.parse
     # every GT index exactly once: supervised through the prefix, or appended
@@ -67,7 +68,7 @@ def test_target_invariants(sample, tok, cfg, policy):
     assert t.y_train_ids[: t.prefix_len] == pr.prefix_ids
     # coord targets only at coord tokens; tail coord targets are the tokens' own bins
     for pos, b, pre in zip(t.coord_positions, t.coord_target_bins, t.coord_is_prefix):
-        assert t.y_train_ids[pos] in ctx.coord_id_to_bin and t.labels[pos] == IGNORE
+        assert t.y_train_ids[pos] in ctx.coord_id_to_bin and t.labels[pos] == IGNORE_INDEX
         assert pre == (pos < t.prefix_len)
         if not pre:
             assert ctx.coord_id_to_bin[t.y_train_ids[pos]] == b
@@ -77,7 +78,7 @@ def test_target_invariants(sample, tok, cfg, policy):
                for i, o in enumerate(pr.valid_objects) if i in matched]
     starts = [len(ctx.text_of(t.y_train_ids[:p])) for p in range(t.prefix_len + 1)]
     for p in range(t.prefix_len):
-        if t.labels[p] != IGNORE:
+        if t.labels[p] != IGNORE_INDEX:
             assert cfg.matched_prefix_structure_ce
             assert any(s < starts[p + 1] and starts[p] < e for s, e in allowed)
     # the EOS closes the target and is supervised iff closure supervision is on

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 from coordexp.core import coords
-from coordexp.core.coordjson import gt_objects_from_record
 from coordexp.core.tokens import char_context
+from coordexp.data.jsonl import gt_from_record
 from coordexp.errors import CoordexpError
 from coordexp.spec.runners import each_case, expected_error
 
@@ -46,7 +46,7 @@ def _vocab_mask(*, vocab_size: int, probe: list[int]) -> dict[str, Any]:
 
 
 def _annotate_record(*, record: dict[str, Any]) -> dict[str, Any]:
-    objs = gt_objects_from_record(record, where="fixture record")
+    objs = gt_from_record(record, where="fixture record")
     return {
         "objects": [
             {

@@ -142,8 +142,8 @@ def _boxes(c: BoxCase) -> dict[str, Any]:
 def _span_ce(c: SpanCECase) -> dict[str, Any]:
     import torch
 
+    from coordexp.core.labels import IGNORE_INDEX as IGNORE
     from coordexp.core.labels import assistant_labels
-    from coordexp.core.target_records import IGNORE
     from coordexp.learn.losses import token_ce
 
     if len(c.predicted) != len(c.ids):

@@ -2,8 +2,8 @@
 
 Input: one case ``{"preds": [shape, ...], "gts": [shape, ...], "cfg": {...}}`` or
 ``{"cases": [case, ...]}``; a shape is ``{"geom_type": "bbox_2d" | "poly", "points": [...]}``
-(norm1000). ``cfg`` holds MatchConfig fields; fixtures spell ``iou_mode`` out because exact and
-raster IoU give different numbers. IoUs are rounded to 6 decimals for the snapshot.
+(norm1000). ``cfg`` holds every MatchConfig field (the record has no defaults, so a fixture states its
+whole config; ``iou_mode`` matters most, since exact and raster IoU give different numbers). IoUs are rounded to 6 decimals for the snapshot.
 """
 
 from __future__ import annotations

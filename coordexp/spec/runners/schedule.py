@@ -23,6 +23,7 @@ from typing import Any
 import attrs
 import cattrs
 
+from coordexp.bind import bind_schedule, schedule_from_section
 from coordexp.config import load_config_data, validate
 from coordexp.config.convert import config_converter
 from coordexp.config.schema_ab import ScheduleConfig
@@ -33,8 +34,6 @@ from coordexp.core.schedule import (
     RealizedRatio,
     Schedule,
     channel_for_step,
-    schedule_from_config,
-    schedule_from_section,
 )
 from coordexp.errors import ConfigError, ConfigWarning, SpecError
 from coordexp.serde import structure, unstructure
@@ -72,7 +71,7 @@ def _build(case: ScheduleCase) -> Schedule:
         validate(loaded.config, env={}, display=loaded.display)
     if loaded.config.stage2_ab is None:
         raise SpecError("schedule fixture: the config has no stage2_ab section")
-    return schedule_from_config(loaded.config.stage2_ab)
+    return bind_schedule(loaded.config)
 
 
 def _channels(schedule: Schedule, steps: range) -> str:

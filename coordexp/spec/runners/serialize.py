@@ -12,7 +12,8 @@ from typing import Any
 
 import attrs
 
-from coordexp.core.coordjson import Layout, gt_object_from_dict, serialize
+from coordexp.core.coordjson import Layout, serialize
+from coordexp.data.jsonl import gt_object_from_dict
 from coordexp.errors import DataError
 from coordexp.serde import structure, unstructure
 from coordexp.spec.runners import each_case, expected_error

@@ -7,8 +7,9 @@ Input: one case or ``{"cases": [case, ...]}``. A case is one of three modes:
     {"tokenizer": "char" | {"char_fuse": [...]} | "fixture-bpe",     (as the parse runner)
      "text": "..." | "ids": [...],                                   (the rollout)
      "gt": [JSONL object dicts] | null,                              (null: the record has no GT payload)
-     "match": {MatchConfig fields}, "target": {"preset": "rollout_matching" | "stage2_ab", ...fields},
-     "prefix_policy": {"policy", "duplicate_iou", "same_desc"},     (optional, default keep)
+     "match": {every MatchConfig field}, "target": {every TargetConfig field},
+     "prefix_policy": {"policy", "duplicate_iou", "same_desc"},     (the records have no defaults:
+                                                                    a fixture states its whole config)
      "layout": "object_n", "sample_id": "s0", "label": "..."}
 
 ``"mode": "closure"``: ``{"tokenizer", "text", "depth"}`` -> the tail-relative closure positions of
@@ -27,16 +28,16 @@ from typing import Any
 from coordexp.core.coordjson import Layout
 from coordexp.core.match import MatchConfig
 from coordexp.core.parse_records import Rollout
+from coordexp.core.prefix_policy import PrefixPolicyConfig
 from coordexp.core.target import closure_positions, token_kinds
 from coordexp.core.target_pipeline import TargetTrace, run_target_step
 from coordexp.core.target_records import (
-    PrefixPolicyConfig,
     TargetConfig,
     TargetSample,
     TrainTarget,
-    gt_bbox_only,
 )
 from coordexp.core.tokens import TokenContext
+from coordexp.data.jsonl import gt_objects
 from coordexp.errors import CoordexpError, SpecError
 from coordexp.serde import structure, unstructure
 from coordexp.spec.runners import each_case, expected_error, is_json
@@ -47,15 +48,11 @@ TRANSITION = "target"
 _BUILD_KEYS = {"mode", "tokenizer", "text", "ids", "gt", "match", "target", "prefix_policy", "layout", "sample_id", "label"}
 
 
-def target_config(data: dict[str, Any] | None) -> TargetConfig:
-    """TargetConfig from fixture data: an optional ``preset`` plus field overrides."""
-    data = dict(data or {})
-    preset = data.pop("preset", "rollout_matching")
-    if preset == "rollout_matching":
-        return TargetConfig.rollout_matching(**data)
-    if preset == "stage2_ab":
-        return TargetConfig.stage2_ab(**data)
-    raise SpecError(f"target fixture: preset must be rollout_matching or stage2_ab, got {preset!r}")
+def _record(case: dict[str, Any], key: str, cls: type) -> Any:
+    """A transition record stated in full by the fixture (the records carry no defaults)."""
+    if key not in case:
+        raise SpecError(f"target fixture case: '{key}' is required and states every {cls.__name__} field")
+    return structure(case[key], cls)
 
 
 def _rollout_ids(case: dict[str, Any], ctx: TokenContext) -> tuple[int, ...]:
@@ -138,18 +135,18 @@ def _build(case: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise SpecError(f"target fixture case: unknown keys {sorted(unknown)}; known {sorted(_BUILD_KEYS)}")
     ctx = context_for(case.get("tokenizer"))
-    cfg = target_config(case.get("target"))
+    cfg = _record(case, "target", TargetConfig)
     sid = case.get("sample_id", "s0")
     layout = Layout(case.get("layout", "object_n"))
-    record = {} if case.get("gt") is None else {"objects": case["gt"]}
-    sample = TargetSample.from_record(record, sample_id=sid, bbox_only=cfg.bbox_only, layout=layout)
+    gt = () if case.get("gt") is None else gt_objects(case["gt"], where=f"sample {sid}", bbox_only=cfg.bbox_only)
+    sample = TargetSample(sid, gt, layout)
     trace = run_target_step(
         Rollout(_rollout_ids(case, ctx), sample_id=sid),
         sample,
         ctx=ctx,
-        match_cfg=structure(case.get("match", {}), MatchConfig),
+        match_cfg=_record(case, "match", MatchConfig),
         target_cfg=cfg,
-        policy_cfg=structure(case.get("prefix_policy", {}), PrefixPolicyConfig),
+        policy_cfg=_record(case, "prefix_policy", PrefixPolicyConfig),
     )
     return describe_trace(trace, ctx)
 
@@ -162,7 +159,7 @@ def _closure(case: dict[str, Any]) -> dict[str, Any]:
 
 
 def _bbox_only_gt(case: dict[str, Any]) -> dict[str, Any]:
-    gt = gt_bbox_only(case["gt"], sample_id=case.get("sample_id", "s0"))
+    gt = gt_objects(case["gt"], where=f"sample {case.get('sample_id', 's0')}", bbox_only=True)
     return {"gt": [{"desc": g.desc, "bbox_2d": list(g.points)} for g in gt]}
 
 

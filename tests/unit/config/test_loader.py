@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from coordexp.config import load, load_config, validate
+from coordexp.config import load, load_config, load_config_data, validate
 from coordexp.config.loader import deep_merge, parse_override
 from coordexp.errors import ConfigError
 from tests.unit.config.conftest import ab, check, errors, one_error, write_yaml
@@ -137,20 +137,41 @@ def test_legacy_keys_are_refused_with_replacement(override, key, replacement):
 
 
 @pytest.mark.parametrize("layout", ["canonical", "top_level"])
-def test_planned_rollout_buffer_is_refused_naming_its_spec_change(layout):
+def test_rollout_buffer_loads_in_both_layouts(layout):
     data = ab()
-    section = {"rollout_backend": "hf", "rollout_buffer": {"enabled": True, "m_steps": 2}}
+    section = {"rollout_backend": "hf", "rollout_buffer": {"enabled": True, "m_steps": 3}}
     if layout == "canonical":
         data["custom"]["extra"]["rollout_matching"] = section
-        shown = f"{RM}.rollout_buffer"
     else:
         del data["custom"]["extra"]["rollout_matching"]
         data["rollout_matching"] = section
-        shown = "rollout_matching.rollout_buffer"
-    message = one_error(data)
-    assert message.startswith(f"{shown}: not implemented yet")
-    assert "2026-01-19-add-stage2-rollout-buffer-offload" in message
-    assert "has been removed" not in message and "Fix: remove the key" in message
+    assert check(data) == []
+    buffer = load_config_data(data).config.rollout_matching.rollout_buffer
+    assert (buffer.enabled, buffer.m_steps) == (True, 3)
+
+
+def test_absent_rollout_buffer_is_off_with_one_step():
+    buffer = load_config_data(ab()).config.rollout_matching.rollout_buffer
+    assert (buffer.enabled, buffer.m_steps) == (False, 1)
+
+
+def test_rollout_buffer_m_steps_below_one_is_refused_by_name():
+    message = one_error(ab(), f"{RM}.rollout_buffer={{enabled: true, m_steps: 0}}")
+    assert message.startswith(f"{RM}.rollout_buffer.m_steps: must be >= 1, got 0")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "warned"),
+    [
+        ((f"{RM}.rollout_buffer.enabled=true",), "never reuses a window"),
+        ((f"{RM}.rollout_buffer.m_steps=2",), "m_steps 2 has no effect"),
+        ((f"{RM}.rollout_buffer={{enabled: true, m_steps: 2}}", "training.dataloader_drop_last=false",
+          "custom.extra.stage2_ab.channel_b.mode=micro"), "partial accumulation window"),
+    ],
+)
+def test_rollout_buffer_settings_without_effect_warn(overrides, warned):
+    found = check(ab(), *overrides)
+    assert len(found) == 1 and warned in found[0], found
 
 
 def test_prompt_file_is_relative_to_the_declaring_file(tmp_path):

@@ -1,0 +1,1 @@
+"""Production-style evaluation: detection metrics from Parse/Match records, per-sample prediction files."""

@@ -1,0 +1,214 @@
+"""The training loop: one state-machine run per optimizer step, evaluation, checkpoints, resume, Ctrl-C.
+
+One optimizer step, as the seed pipeline states it::
+
+    Schedule     channel A or B for this step (core.schedule), its samples (core.order), or the cached window
+    Rollout      the backend generates from the prompt ids (token in, token out)
+    Parse        strict, token-aligned parse and the prefix policy
+    Match        Hungarian matching of valid predictions to the GT
+    BuildTarget  Y_train = prefix + SerializeAppend(FN) + EOS (Channel B) or the GT answer (Channel A)
+    Pack         segments into padding-free rows: one per micro-step (carry) or all at once (step)
+    Learn        one optimizer step over every pack, token-weighted over the whole step
+    Log          step metrics into the logging window; monitor dumps and rollout records
+
+The machine (``coordexp.machine``) decides which of these run; ``StepWork`` (``coordexp.stages``) does
+each. The executor owns what lives across steps: the data position, the rollout-buffer window, the
+carry buffer of packing, the logging window, the best metric, and the checkpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from coordexp.core.order import DataPosition, ReuseWindow, StepPlan, plan_step, steps_per_epoch
+from coordexp.core.schedule import Channel, RealizedRatio, channel_for_step
+from coordexp.machine import StepMachine
+from coordexp.packing import PackingState, pack_step
+from coordexp.runtime import Runtime
+
+if TYPE_CHECKING:
+    from coordexp.checkpointing import Checkpointer
+    from coordexp.step_log import StepLogger
+from coordexp.stages import Item, StepState, StepWork
+
+log = logging.getLogger("coordexp")
+
+
+@attrs.define
+class Progress:
+    """What the loop carries from step to step (saved in trainer_state.json, except the runtime-only parts)."""
+
+    step: int = 0  # optimizer steps done
+    position: DataPosition = attrs.Factory(DataPosition)
+    best_metric: float | None = None
+    best_checkpoint: str | None = None
+    first_eval: dict[str, float] | None = None
+    last_eval: dict[str, float] | None = None
+    window: ReuseWindow = attrs.Factory(ReuseWindow)  # runtime only: empty after a resume
+    cached: StepState | None = None  # the window's E-step (packs + sample ids); runtime only
+
+
+class Executor:
+    """Runs the machine over the run's steps; the ``StepLogger`` gets every step and evaluation."""
+
+    def __init__(self, rt: Runtime, *, checkpointer: Checkpointer, total_steps: int) -> None:
+        self.rt = rt
+        self.tele: StepLogger | None = None  # set by the caller once the start step is known (after a resume)
+        self.ckpt = checkpointer
+        self.total_steps = total_steps
+        self.progress = Progress()
+        self.packing = PackingState.from_runtime(rt)
+        self.realized = RealizedRatio()
+        self.stop_requested = False
+
+    # -- one step -----------------------------------------------------------------------------
+    @property
+    def m_steps(self) -> int:
+        buf = self.rt.bound.rollout_buffer
+        return buf.m_steps if buf.enabled else 1
+
+    def channel(self, step: int) -> Channel:
+        schedule = self.rt.bound.schedule
+        return Channel.B if schedule is None else channel_for_step(step, schedule=schedule)
+
+    def plan(self, step: int) -> StepPlan:
+        rt, t = self.rt, self.rt.config.training
+        p = self.progress
+        return plan_step(step, scheduled=self.channel(step), position=p.position, window=p.window, n=len(rt.train),
+                         per_step=rt.derived.samples_per_step, seed=rt.seed, drop_last=t.dataloader_drop_last,
+                         m_steps=self.m_steps)
+
+    def run_step(self, step: int) -> StepState:
+        plan = self.plan(step)
+        state = StepState(step=step, channel=plan.channel, reuse=plan.reuse, plan=plan)
+        work = StepWork(self.rt, state, select=self._select, pack=self._pack, log=self._log)
+        StepMachine(work, trace=state.trace).run_train_step()
+        self.progress.position, self.progress.window = plan.position, plan.window
+        if not plan.reuse:
+            self.progress.cached = state if plan.window.window_step0 == step else None
+        self.progress.step = step + 1
+        return state
+
+    def _select(self, state: StepState) -> None:
+        """The step's items: this rank's share of the planned samples, or the cached window's items and packs."""
+        rt = self.rt
+        if state.reuse:
+            cached = self.progress.cached
+            state.items, state.packs, state.packs_core = list(cached.items), list(cached.packs), list(cached.packs_core)
+            return
+        share = state.plan.indices[rt.dist.rank :: rt.dist.world]
+        epoch = state.plan.position.epoch
+        state.items = [Item(rt.train[i], rt.target_sample(rt.train[i], epoch=epoch)) for i in share]
+
+    def _pack(self, state: StepState) -> None:
+        if state.reuse:
+            return  # the cached packs, unchanged: an M-step never repacks nor touches the carry buffer
+        segments = [it.segment for it in state.live() if it.segment is not None]
+        state.packs, state.packs_core = pack_step(self.packing, segments, model=self.rt.model)
+
+    def _log(self, state: StepState) -> None:
+        if state.is_eval:
+            return
+        if state.channel is not None:
+            self.realized = self.realized.record(state.step, state.channel)
+        self.tele.step_done(state, self)
+
+    def epoch_progress(self) -> float:
+        """Fractional epoch reached by the data position (``train/epoch``)."""
+        pos = self.progress.position
+        return pos.epoch + pos.offset / max(1, len(self.rt.train))
+
+    # -- evaluation ---------------------------------------------------------------------------
+    def evaluate(self, step: int) -> dict[str, float]:
+        rt = self.rt
+        state = StepState(step=step, channel=Channel.B, is_eval=True)
+        share = rt.val[rt.dist.rank :: rt.dist.world]
+        state.items = [Item(s, rt.target_sample(s, epoch=0)) for s in share]
+        work = StepWork(rt, state, select=lambda s: None, pack=lambda s: None, log=lambda s: None)
+        started = time.perf_counter()
+        StepMachine(work, trace=state.trace).run_eval()
+        metrics = self.tele.eval_done(state, self, seconds=time.perf_counter() - started)
+        if self.progress.first_eval is None:
+            self.progress.first_eval = metrics
+        self.progress.last_eval = metrics
+        return metrics
+
+    # -- the loop -----------------------------------------------------------------------------
+    def train(self) -> Progress:
+        t = self.rt.config.training
+        previous = signal.signal(signal.SIGINT, self._on_sigint) if self.rt.dist.is_main else None
+        try:
+            if self._eval_enabled() and self.progress.step == 0:
+                self.evaluate(0)
+            while self.progress.step < self.total_steps and not self.stop_requested:
+                step = self.progress.step
+                self.run_step(step)
+                done = step + 1
+                self.tele.maybe_flush(done, final=done == self.total_steps)
+                if self._eval_due(done):
+                    metrics = self.evaluate(done)
+                    self._track_best(done, metrics)
+                if self.ckpt.due(self, done, final=done == self.total_steps):
+                    self.ckpt.save(self, done)
+        except KeyboardInterrupt:
+            log.warning("interrupted again: the current step is abandoned")
+            self.stop_requested = True
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+            self.tele.maybe_flush(self.progress.step, final=True)
+        if self.stop_requested:
+            log.warning("stopped at step %d; saving a checkpoint to resume from", self.progress.step)
+            self.ckpt.save(self, self.progress.step)
+        self.tele.close()
+        return self.progress
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self.stop_requested:
+            raise KeyboardInterrupt
+        self.stop_requested = True
+        log.warning("Ctrl-C: finishing the current step, then saving a checkpoint (Ctrl-C again to abandon it)")
+
+    def _eval_enabled(self) -> bool:
+        t = self.rt.config.training
+        return bool(self.rt.val) and t.eval_strategy != "no"
+
+    def _eval_due(self, done: int) -> bool:
+        t = self.rt.config.training
+        if not self._eval_enabled():
+            return False
+        if done == self.total_steps:
+            return True
+        if t.eval_strategy == "steps":
+            return done % t.eval_steps == 0
+        per_epoch = steps_per_epoch(len(self.rt.train), per_step=self.rt.derived.samples_per_step,
+                                    drop_last=t.dataloader_drop_last)
+        return done % max(1, per_epoch * self.m_steps) == 0
+
+    def _track_best(self, step: int, metrics: dict[str, float]) -> None:
+        t = self.rt.config.training
+        key = t.metric_for_best_model
+        value = metrics.get(key if key.startswith("eval_") else f"eval_{key}")
+        if value is None:
+            return
+        best = self.progress.best_metric
+        if best is None or (value > best if t.greater_is_better else value < best):
+            self.progress.best_metric = value
+            self.ckpt.on_new_best(self, step)
+
+
+def total_steps(rt: Runtime) -> int:
+    """``training.max_steps``, else ``num_train_epochs`` passes (each window counted m_steps times)."""
+    t = rt.config.training
+    if t.max_steps is not None:
+        return t.max_steps
+    per_epoch = steps_per_epoch(len(rt.train), per_step=rt.derived.samples_per_step, drop_last=t.dataloader_drop_last)
+    buf = rt.bound.rollout_buffer
+    reuse = buf.m_steps if buf.enabled else 1
+    return max(1, round(per_epoch * t.num_train_epochs * reuse))
+

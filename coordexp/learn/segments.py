@@ -1,0 +1,40 @@
+"""From a core ``TrainTarget`` (pure, tuples) to the tensor ``Segment`` the packer and the learner take.
+
+The prompt part is the rollout's own prompt encoding, reused as is: the image is processed once per
+sample and the prompt ids the learner trains on are exactly the ids the rollout backend generated from
+(reference rollout 6.3). ``Y_train`` follows verbatim; its labels, CE weights and coord slots are the
+target's, shifted by the prompt length.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from coordexp.core.target_records import TrainTarget
+from coordexp.errors import TargetError
+from coordexp.learn.encode import Encoding
+from coordexp.learn.losses import IGNORE_INDEX
+from coordexp.learn.packed import Segment
+
+
+def target_segment(prompt: Encoding, target: TrainTarget, *, key: str) -> Segment:
+    """The Segment of ``prompt`` + ``target.y_train_ids`` with the target's supervision."""
+    if prompt.prompt_len != prompt.input_ids.numel():
+        raise TargetError(f"segment {key!r}: the prompt encoding already holds answer tokens")
+    n_prompt = prompt.prompt_len
+    answer = torch.tensor(target.y_train_ids, dtype=prompt.input_ids.dtype)
+    labels = torch.tensor(target.labels, dtype=torch.long)  # core's IGNORE is the torch ignore index
+    weights = torch.tensor(target.ce_weights, dtype=torch.float32)
+    return Segment(
+        key=key,
+        input_ids=torch.cat([prompt.input_ids, answer]),
+        mm_token_type_ids=torch.cat([prompt.mm_token_type_ids, torch.zeros_like(answer, dtype=prompt.mm_token_type_ids.dtype)]),
+        pixel_values=prompt.pixel_values,
+        image_grid_thw=prompt.image_grid_thw,
+        labels=torch.cat([torch.full((n_prompt,), IGNORE_INDEX, dtype=torch.long), labels]),
+        ce_weights=torch.cat([torch.zeros(n_prompt), weights]),
+        coord_positions=torch.tensor([n_prompt + p for p in target.coord_positions], dtype=torch.long),
+        coord_bins=torch.tensor(target.coord_target_bins, dtype=torch.long),
+        coord_is_prefix=torch.tensor(target.coord_is_prefix, dtype=torch.bool),
+        coord_weights=torch.ones(len(target.coord_positions)),
+    )

@@ -1,0 +1,176 @@
+"""Everything a run needs, built once from the resolved config: model, tokenizer context, data, backend, learner.
+
+The runtime is the only place that turns the config into live objects; the records the pure transitions
+take come from ``coordexp.bind``. The stages (``coordexp.stages``) ask the runtime for the impure
+per-sample work: encode a prompt, build a rollout request, turn a target into a tensor segment.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import torch
+
+from coordexp.bind import Bound, bind
+from coordexp.config import Config, Derived, derive
+from coordexp.core.coordjson import serialize
+from coordexp.core.tokens import TokenContext
+from coordexp.data.dataset import load_samples
+from coordexp.data.prompts import Prompts, build_messages, resolve_prompts
+from coordexp.data.records import Sample, open_images, target_sample
+from coordexp.learn.encode import encode_prompt, gt_segment
+from coordexp.learn.model import LoadedModel, load_model_from_config
+from coordexp.learn.segments import target_segment
+
+if TYPE_CHECKING:
+    from coordexp.backends.protocol import RolloutBackend, RolloutRequest
+    from coordexp.learn.learner import Learner
+    from coordexp.learn.packed import Segment
+    from coordexp.stages import Item, StepState
+
+log = logging.getLogger("coordexp")
+
+
+@attrs.frozen
+class Distributed:
+    """This process's place in a torchrun job (rank 0 of 1 without one)."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def distributed_from_env() -> Distributed:
+    """Join the process group torchrun describes (gloo on CPU, nccl on CUDA); 1 process otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Distributed()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return Distributed(dist.get_rank(), dist.get_world_size())
+
+
+@attrs.define
+class Runtime:
+    config: Config
+    derived: Derived
+    bound: Bound
+    loaded: LoadedModel
+    ctx: TokenContext
+    prompts: Prompts
+    train: list[Sample]
+    val: list[Sample]
+    dist: Distributed
+    device: torch.device
+    backend: RolloutBackend | None = None
+    learner: Learner | None = None
+    drop_log: list[dict[str, Any]] = attrs.Factory(list)
+
+    @property
+    def processor(self) -> Any:
+        return self.loaded.processor
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.loaded.model
+
+    @property
+    def seed(self) -> int:
+        return self.config.training.seed
+
+    # per-sample work the stages ask for
+    def encode_prompt(self, item: Item) -> None:
+        """The item's chat turns and their encoding (the image is decoded and processed once per sample)."""
+        item.messages = build_messages(item.sample, open_images(item.sample), self.prompts)
+        item.encoding = encode_prompt(self.processor, item.messages)
+
+    def request(self, item: Item) -> RolloutRequest:
+        from coordexp.backends.protocol import RolloutRequest
+
+        enc = item.encoding
+        return RolloutRequest(
+            sample_id=item.sample.sample_id,
+            prompt_ids=tuple(int(t) for t in enc.input_ids),
+            encoding=enc,
+            images=tuple(part["image"] for msg in item.messages if not isinstance(msg["content"], str)
+                         for part in msg["content"] if part.get("type") == "image"),
+        )
+
+    def rollout_segment(self, item: Item, *, key: str) -> Segment:
+        return target_segment(item.encoding, item.target, key=key)
+
+    def gt_segment(self, item: Item, *, key: str) -> Segment:
+        """Channel A: the GT answer (ordered by custom.object_ordering) teacher-forced after the prompt."""
+        answer = serialize(item.target_sample.gt, layout=item.target_sample.layout)
+        y_ids = [*self.ctx.encode(answer), self.ctx.im_end_id]
+        enc = item.encoding
+        full = attrs.evolve(
+            enc,
+            input_ids=torch.cat([enc.input_ids, torch.tensor(y_ids, dtype=enc.input_ids.dtype)]),
+            mm_token_type_ids=torch.cat([enc.mm_token_type_ids, torch.zeros(len(y_ids), dtype=enc.mm_token_type_ids.dtype)]),
+        )
+        return gt_segment(full, coord_id_to_bin=self.ctx.coord_id_to_bin, key=key)
+
+    def rollout_seed(self, state: StepState) -> int:
+        """Sampling seed of one step's (or one evaluation's) rollouts: the same run draws the same rollouts."""
+        return (self.seed * 1_000_003 + state.step * 2 + int(state.is_eval)) % 2**31
+
+    def target_sample(self, sample: Sample, *, epoch: int):
+        return target_sample(
+            sample,
+            bbox_only=self.bound.target.bbox_only,
+            ordering=self.config.custom.object_ordering,
+            seed=self.seed,
+            epoch=epoch,
+        )
+
+    def note_drop(self, state: StepState, item: Item, stage: str, exc: Exception) -> None:
+        """Keep the first drops of a run, with their sample and reason, for the monitor dump and the log."""
+        if len(self.drop_log) < 100:
+            self.drop_log.append({"step": state.step, "sample_id": item.sample.sample_id, "source": item.sample.source,
+                                  "stage": stage, "error": str(exc)[:500]})
+        if len(self.drop_log) <= 5:
+            log.warning("step %d: dropped sample %s at %s: %s", state.step, item.sample.sample_id, stage, exc)
+
+
+def rollout_backend(rt: Runtime) -> RolloutBackend:
+    """The configured backend (``rollout_backend: hf``, or ``vllm`` with ``vllm.mode`` colocate | server)."""
+    from coordexp.backends import build_backend
+
+    rm = rt.config.rollout_matching
+    name = f"vllm_{rm.vllm.mode}" if rm.rollout_backend == "vllm" else rm.rollout_backend
+    return build_backend(name, model=rt.model, processor=rt.processor, ctx=rt.ctx, decoding=rt.bound.decoding,
+                         stop_rules=rt.bound.stop_rules)
+
+
+def _device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def build_runtime(config: Config, *, dist: Distributed | None = None) -> Runtime:
+    """Load data first (a broken record fails before any model is built), then the model and the tokenizer."""
+    dist = dist or distributed_from_env()
+    custom = config.custom
+    root = custom.image_root
+    train = load_samples(custom.train_jsonl, image_root=root, limit=custom.train_sample_limit, key="custom.train_jsonl")
+    val = (load_samples(custom.val_jsonl, image_root=root, limit=custom.val_sample_limit, key="custom.val_jsonl")
+           if custom.val_jsonl else [])
+    bound = bind(config)
+    torch.manual_seed(config.training.seed)
+    loaded = load_model_from_config(config.model, config.tuner)
+    device = _device()
+    loaded.model.to(device)
+    ctx = TokenContext.from_hf(loaded.processor.tokenizer, name=str(config.model.model))
+    prompts = resolve_prompts(custom)
+    return Runtime(config, derive(config), bound, loaded, ctx, prompts, train, val, dist, device)
+

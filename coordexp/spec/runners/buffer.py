@@ -1,0 +1,98 @@
+"""Runner for ``Transition: buffer``: the rollout buffer's step plan, reuse order and telemetry.
+
+The executor decides every step with ``coordexp.core.order.plan_step``; this runner feeds the same
+function and shows, per optimizer step, whether it rolled out (E-step) or reused (M-step), the window it
+belongs to and the samples it learns. Inputs, one case or ``{"cases": [...]}``:
+
+- ``{"plan": {"n", "per_step", "m_steps", "steps", "drop_last"?, "resume_at"?, "channels"?, "shuffle"?}}``: ``steps``
+  optimizer steps over ``n`` samples; ``resume_at`` k restarts the plan at step k with the data position of
+  the uninterrupted run and an empty buffer (what a resume restores); ``channels`` is a string of A/B per
+  step (default all B). Shown: per step ``E``/``M``, sample indices, window step 0, completed steps, and the
+  buffer telemetry keys.
+- ``{"config": {...}}``: a whole config mapping; shows the resolved ``rollout_buffer`` section or the error.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import attrs
+
+from coordexp.config import load_config_data, validate
+from coordexp.core.order import DataPosition, ReuseWindow, StepPlan, plan_step
+from coordexp.core.schedule import Channel
+from coordexp.errors import ConfigWarning, SpecError
+from coordexp.serde import structure
+from coordexp.spec.runners import each_case
+
+TRANSITION = "buffer"
+
+
+@attrs.frozen
+class PlanCase:
+    n: int
+    per_step: int
+    m_steps: int
+    steps: int
+    drop_last: bool = True
+    resume_at: int | None = None
+    channels: str | None = None
+    shuffle: bool = True  # false shows the windows over samples 0..n-1 in order, for reading
+
+
+def _plans(case: PlanCase, start: int, position: DataPosition, stop: int) -> tuple[list[StepPlan], DataPosition]:
+    window, out = ReuseWindow(), []
+    for step in range(start, stop):
+        scheduled = Channel((case.channels or "B" * case.steps)[step])
+        plan = plan_step(step, scheduled=scheduled, position=position, window=window, n=case.n,
+                         per_step=case.per_step, seed=0, drop_last=case.drop_last, m_steps=case.m_steps,
+                         shuffle=case.shuffle)
+        out.append(plan)
+        position, window = plan.position, plan.window
+    return out, position
+
+
+def _show(plan: StepPlan) -> dict[str, Any]:
+    shown = {"step": plan.step, "kind": "M" if plan.reuse else "E", "channel": plan.channel.value,
+             "samples": list(plan.indices), **plan.buffer_metrics()}
+    warning = plan.partial_window_warning()
+    return shown if warning is None else {**shown, "partial_window": True, "warning": warning}
+
+
+def _run_plan(data: dict[str, Any]) -> dict[str, Any]:
+    case = structure(data, PlanCase)
+    if case.channels is not None and len(case.channels) < case.steps:
+        raise SpecError("buffer plan: `channels` needs one letter per step")
+    straight, _ = _plans(case, 0, DataPosition(), case.steps)
+    out: dict[str, Any] = {
+        "steps": [_show(p) for p in straight],
+        "rollout_steps": [p.step for p in straight if not p.reuse],
+        "partial_windows": sum(p.partial_window_warning() is not None for p in straight),
+    }
+    if case.resume_at is not None:
+        k = case.resume_at
+        position = straight[k - 1].position if k else DataPosition()
+        resumed, _ = _plans(case, k, position, case.steps)
+        out["resumed"] = [_show(p) for p in resumed]
+    return out
+
+
+def _run_config(data: dict[str, Any]) -> dict[str, Any]:
+    config = load_config_data(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConfigWarning)
+        validate(config)
+    buf = config.rollout_matching.rollout_buffer
+    return {"rollout_buffer": {"enabled": buf.enabled, "m_steps": buf.m_steps}}
+
+
+def _run_one(case: dict[str, Any]) -> Any:
+    kinds = [k for k in ("plan", "config") if k in case]
+    if len(kinds) != 1 or len(case) != 1:
+        raise SpecError(f"buffer case needs exactly one of plan / config, got {sorted(case)}")
+    return _run_plan(case["plan"]) if kinds[0] == "plan" else _run_config(case["config"])
+
+
+def run(data: Any) -> Any:
+    return each_case(data, _run_one, transition=TRANSITION)

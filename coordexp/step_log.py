@@ -1,0 +1,210 @@
+"""The Log state's work: step metrics into the logging window, records to the sinks, dumps, recordings, progress.
+
+Every metric is a registered key (``coordexp.telemetry.keys``); a step's metrics are merged from the parts
+that own them (learner, rollout outcomes, packing, schedule, executor bookkeeping) and folded into one
+``MetricWindow``, which is reduced across ranks and written every ``training.logging_steps`` (and after the
+first step with ``logging_first_step``, and at the end). Evaluation writes its own record at once.
+Only rank 0 writes the run folder's logs; every rank writes its own monitor dumps and rollout records
+when configured (rank 0 only by default).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tqdm.auto import tqdm
+
+from coordexp.config import config_to_yaml
+from coordexp.core.schedule import Channel
+from coordexp.eval.detection import SampleOutcome, eval_metrics, rollout_metrics
+from coordexp.telemetry.diagnostics import DiagnosticGuard
+from coordexp.telemetry.keymodel import Mode
+from coordexp.telemetry.monitor import MonitorDumper, MonitorPolicy, MonitorSample, summarize_messages
+from coordexp.telemetry.recording import RolloutRecorder, config_hash, rollouts_path
+from coordexp.telemetry.sinks import AppendLines, JsonlSink, LogRecord, LogSinks, TensorBoardSink
+from coordexp.telemetry.step import PackLengthEma, pack_metrics, schedule_metrics
+from coordexp.telemetry.window import MetricWindow, finalize, merge_metrics, reduce_across_ranks
+
+if TYPE_CHECKING:
+    from coordexp.executor import Executor
+    from coordexp.runtime import Runtime
+    from coordexp.stages import Item, StepState
+
+log = logging.getLogger("coordexp")
+LOG_FILE, TRACE_FILE = "logging.jsonl", "trace.jsonl"
+
+
+def outcome(item: Item, rt: Runtime, *, with_target: bool) -> SampleOutcome:
+    r = item.result
+    return SampleOutcome(
+        sample_id=item.sample.sample_id, parse=item.parsed, match=item.matched,
+        completion_len=r.new_tokens, prompt_len=len(r.rollout.prompt_ids or ()), finish_reason=r.rollout.finish_reason,
+        stop_rule=r.stop_rule, decode_mode=rt.bound.decoding.decode_mode, cut=item.view.cut,
+        target=item.target if with_target else None,
+    )
+
+
+class StepLogger:
+    def __init__(self, rt: Runtime, folder: Path, *, total_steps: int, start_step: int = 0) -> None:
+        self.rt = rt
+        t = rt.config.training
+        self.folder = folder
+        self.guard = DiagnosticGuard()
+        self.window = MetricWindow(variant=rt.bound.variant)
+        self.sinks = LogSinks(self._sinks(folder) if rt.dist.is_main else [])
+        self.traces = AppendLines(folder / TRACE_FILE) if rt.dist.is_main else None
+        rm = rt.config.rollout_matching
+        policy = MonitorPolicy.from_config(rm.monitor_dump, logging_steps=t.logging_steps,
+                                           logging_first_step=t.logging_first_step, run_dir=folder)
+        self.monitor = MonitorDumper(policy, rank=rt.dist.rank) if policy is not None else None
+        self.recorder = (RolloutRecorder(rollouts_path(folder, rt.dist.rank), config_hash=config_hash(config_to_yaml(rt.config)))
+                         if rm.record_rollouts else None)
+        self.ema = PackLengthEma()
+        self.samples_seen = 0
+        self.last_eval: dict[str, float] | None = None
+        self.bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True,
+                        disable=not rt.dist.is_main)
+
+    def _sinks(self, folder: Path) -> list:
+        t = self.rt.config.training
+        events = Path(t.logging_dir) if t.logging_dir else folder / "events"
+        return [JsonlSink(folder / LOG_FILE), TensorBoardSink(events, guard=self.guard)]
+
+    # -- train steps ----------------------------------------------------------------------------
+    def step_done(self, state: StepState, ex: Executor) -> None:
+        rt = self.rt
+        parts = [self._bookkeeping(state, ex), self.guard.metrics()]
+        if state.stats is not None:
+            parts.append(state.stats.metrics())
+        if state.channel is Channel.B:
+            outcomes = [outcome(it, rt, with_target=True) for it in state.live() if it.matched is not None]
+            parts.append(rollout_metrics(outcomes, ctx=rt.ctx, generated=not state.reuse))
+        packing, self.ema = pack_metrics(state.packs_core, self.ema)
+        parts.append(packing)
+        if rt.bound.schedule is not None:
+            parts.append(schedule_metrics(state.step, schedule=rt.bound.schedule, realized=ex.realized))
+        metrics = merge_metrics(*parts)
+        state.metrics.update(metrics)
+        self.window.add(metrics, state.step)
+        self._trace(state)
+        self._dump(state)
+        self._record(state, mode="train")
+        self._progress(state, metrics)
+
+    def _bookkeeping(self, state: StepState, ex: Executor) -> dict[str, float]:
+        rt = self.rt
+        n = len(state.items)
+        self.samples_seen += len(state.plan.indices) if state.plan is not None else n
+        out = {
+            "train/samples_total": float(n),
+            "train/samples_seen": float(self.samples_seen),
+            "train/global_step": float(state.step + 1),
+            "train/epoch": ex.epoch_progress(),
+            "rollout/dropped_samples_total": float(sum(state.drops.values())),
+            **{f"rollout/dropped_samples/{k}": float(v) for k, v in state.drops.items()},
+            "time/step_s": sum(state.timings.values()),
+            **state.timings,
+        }
+        if state.channel is Channel.B:
+            dec = rt.bound.decoding
+            out.update({
+                "rollout/max_new_tokens": float(dec.max_new_tokens),
+                "rollout/do_sample": float(dec.samples),
+                "rollout/temperature": dec.temperature if dec.samples else 1.0,
+                "rollout/top_p": dec.top_p if dec.samples else 1.0,
+                "rollout/top_k": float(max(dec.top_k, 0)) if dec.samples else 0.0,
+                "rollout/repeat_terminate_active": float(rt.bound.stop_rules.enabled),
+            })
+            out.setdefault("time/rollout_generate_s", 0.0)
+        if rt.bound.rollout_buffer.enabled and state.plan is not None:
+            out.update(state.plan.buffer_metrics())
+        out.setdefault("time/forward_s", 0.0)
+        out.setdefault("time/rollout_teacher_encode_s", 0.0)
+        return out
+
+    def _progress(self, state: StepState, metrics: dict[str, float]) -> None:
+        post = {"ch": state.channel.value, "loss": f"{metrics.get('loss', float('nan')):.3f}"}
+        last = self.last_eval
+        if last is not None:
+            post["F1"] = f"{last.get('eval_rollout/f1', 0.0):.3f}"
+        gen = state.timings.get("time/rollout_generate_s", 0.0)
+        tokens = metrics.get("rollout/gen_new_tokens_total", 0.0)
+        if gen > 0:
+            post["tok/s"] = f"{tokens / gen:.0f}"
+        self.bar.set_postfix(post, refresh=False)
+        self.bar.update(1)
+
+    def maybe_flush(self, done: int, *, final: bool = False) -> None:
+        t = self.rt.config.training
+        due = final or done % t.logging_steps == 0 or (t.logging_first_step and done == 1)
+        if not due or self.window.pending_steps == 0:
+            return
+        record = finalize(reduce_across_ranks(self.window.drain()))
+        self.sinks.write(LogRecord("train", done, record))
+
+    # -- evaluation -------------------------------------------------------------------------------
+    def eval_done(self, state: StepState, ex: Executor, *, seconds: float) -> dict[str, float]:
+        rt = self.rt
+        outcomes = [outcome(it, rt, with_target=False) for it in state.live() if it.matched is not None]
+        window = MetricWindow(variant=rt.bound.variant, mode=Mode.EVAL)
+        dec = rt.bound.decoding
+        batches = -(-len(state.items) // dec.decode_batch_size) if state.items else 0
+        window.add(merge_metrics(eval_metrics(outcomes, ctx=rt.ctx),
+                                 {"eval_time/runtime_s": seconds, "eval_time/steps": float(batches)}), state.step)
+        record = finalize(reduce_across_ranks(window.drain()))
+        self.sinks.write(LogRecord("eval", state.step, record))
+        self._trace(state)
+        self._record(state, mode="eval")
+        self.last_eval = record
+        f1 = record.get("eval_rollout/f1", 0.0)
+        self.bar.write(f"eval @ step {state.step}: F1 {f1:.3f}, precision {record.get('eval_rollout/precision', 0):.3f}, "
+                       f"recall {record.get('eval_rollout/recall', 0):.3f} on {len(state.items)} samples")
+        return record
+
+    def _trace(self, state: StepState) -> None:
+        """The states the step visited, with its channel and drops: one JSON line per step (or evaluation)."""
+        if self.traces is None:
+            return
+        row = {"step": state.step, "mode": "eval" if state.is_eval else "train", "channel": state.channel.value,
+               "reuse": state.reuse, "trace": state.trace, "dropped": dict(state.drops)}
+        self.traces.append((json.dumps(row, sort_keys=True) + "\n").encode("utf-8"))
+
+    # -- dumps and recordings -----------------------------------------------------------------------
+    def _dump(self, state: StepState) -> None:
+        if self.monitor is None or not self.monitor.should_dump(state.step):
+            return
+        samples = [self._monitor_sample(it) for it in state.items]
+        self.guard.run("monitor_dump", self.monitor.dump, state.step, [s for s in samples if s is not None],
+                       meta={"channel": state.channel.value, "trace": state.trace})
+
+    def _monitor_sample(self, item: Item) -> MonitorSample | None:
+        if item.parsed is None or item.matched is None:
+            return None  # Channel A (no rollout) or dropped before matching: nothing to show
+        summary = summarize_messages(item.messages or [], item.sample.images)
+        return MonitorSample.from_records(
+            sample_id=item.sample.sample_id, messages_summary=summary, parse=item.parsed, view=item.view,
+            match=item.matched, gt=item.target_sample.gt, ctx=self.rt.ctx, target=item.target,
+            dropped_reason=item.dropped,
+        )
+
+    def _record(self, state: StepState, *, mode: str) -> None:
+        if self.recorder is None or state.reuse:
+            return
+        for it in state.items:
+            r = it.result
+            if r is None:
+                continue
+            self.recorder.record(sample_id=it.sample.sample_id, step=state.step, prompt_ids=r.rollout.prompt_ids,
+                                 completion_ids=r.rollout.completion_ids, finish_reason=r.rollout.finish_reason,
+                                 stop_rule=r.stop_rule, mode=mode)
+
+    def close(self) -> None:
+        self.bar.close()
+        self.sinks.close()
+        if self.traces is not None:
+            self.traces.close()
+        if self.recorder is not None:
+            self.recorder.close()

@@ -1,0 +1,1 @@
+"""Telemetry: the metric key registry, logging windows, sinks, monitor dumps and rollout recordings."""

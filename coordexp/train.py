@@ -1,0 +1,108 @@
+"""One training run from a resolved config: run folder, runtime, backend, learner, executor, closing line.
+
+``python -m coordexp.run --config C`` calls ``train``; tests call it too, so the CLI and the tests run the
+same code. A resume (``--resume RUN_DIR``) rebuilds everything from the config, checks that the config is
+the one the run started with, restores the newest checkpoint and goes on from its step.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import attrs
+
+from coordexp.checkpointing import Checkpointer
+from coordexp.config import Config, config_to_yaml
+from coordexp.errors import ConfigError
+from coordexp.executor import Executor, Progress, total_steps
+from coordexp.learn.learner import Learner
+from coordexp.runfolder import CONFIG_FILE, latest_checkpoint, run_dir
+from coordexp.runtime import Runtime, build_runtime, rollout_backend
+from coordexp.step_log import StepLogger
+
+log = logging.getLogger("coordexp")
+
+
+@attrs.frozen
+class Summary:
+    run_dir: Path
+    steps: int
+    first_eval: dict[str, float] | None
+    last_eval: dict[str, float] | None
+    interrupted: bool
+    checkpoint: Path | None
+
+    def closing_line(self) -> str:
+        where = f"run folder {self.run_dir}"
+        if self.first_eval is None or self.last_eval is None:
+            return f"coordexp: {self.steps} steps; {where} (no evaluation set)"
+        f0, f1 = self.first_eval.get("eval_rollout/f1", 0.0), self.last_eval.get("eval_rollout/f1", 0.0)
+        v0 = self.first_eval.get("eval_rollout/parse_valid_rate", 0.0)
+        v1 = self.last_eval.get("eval_rollout/parse_valid_rate", 0.0)
+        return (f"coordexp: {self.steps} steps; eval F1 {f0:.3f} -> {f1:.3f} ({f1 - f0:+.3f}), "
+                f"parse-valid rate {v0:.2f} -> {v1:.2f}; {where}")
+
+
+def _run_folder(config: Config, config_path: Path) -> Path:
+    """``<output_dir>/<run_name>``; a new run never writes into an earlier run's folder: it takes ``-2``, ``-3`` ..."""
+    t = config.training
+    base = run_dir(t.output_dir, t.run_name or config_path.stem)
+    folder, n = base, 1
+    while folder.exists() and any(folder.iterdir()):
+        n += 1
+        folder = base.with_name(f"{base.name}-{n}")
+    if n > 1:
+        log.warning("run folder %s is taken by an earlier run; this run writes to %s (use --resume %s to continue "
+                    "that one)", base, folder, base)
+    return folder
+
+
+def _check_resume_config(folder: Path, text: str) -> None:
+    saved = folder / CONFIG_FILE
+    if saved.is_file() and saved.read_text(encoding="utf-8") != text:
+        raise ConfigError(
+            f"--resume {folder}: the config differs from the one this run started with ({saved}); resume with "
+            "the same config, or start a new run (another training.run_name)"
+        )
+
+
+def _learner(rt: Runtime, steps: int) -> Learner:
+    """The learner over the model; under torchrun the model is wrapped in DDP for it (rollouts use it bare)."""
+    model = rt.model
+    if rt.dist.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [rt.device.index] if rt.device.type == "cuda" else None
+        model = DistributedDataParallel(model, device_ids=ids)
+    return Learner(model, training=rt.config.training, coord_cfg=rt.bound.coord_loss,
+                   coord_ids=rt.loaded.coord_ids, total_steps=steps)
+
+
+def train(config: Config, *, config_path: Path, resume: Path | None = None) -> Summary:
+    folder = _run_folder(config, config_path) if resume is None else _resume_folder(resume)
+    text = config_to_yaml(config)
+    if resume is not None:
+        _check_resume_config(folder, text)
+    rt = build_runtime(config)
+    steps = total_steps(rt)
+    rt.learner = _learner(rt, steps)
+    rt.backend = rollout_backend(rt)
+    if rt.dist.is_main:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / CONFIG_FILE).write_text(text, encoding="utf-8")
+    ckpt = Checkpointer(folder, is_main=rt.dist.is_main)
+    ex = Executor(rt, checkpointer=ckpt, total_steps=steps)
+    if resume is not None:
+        ckpt.restore(ex, latest_checkpoint(resume))
+        log.info("resumed at step %d from %s", ex.progress.step, resume)
+    ex.tele = StepLogger(rt, folder, total_steps=steps, start_step=ex.progress.step)
+    progress: Progress = ex.train()
+    rt.backend.close()
+    return Summary(folder, progress.step, progress.first_eval, progress.last_eval, ex.stop_requested,
+                   ckpt.saved[-1] if ckpt.saved else None)
+
+
+def _resume_folder(resume: Path) -> Path:
+    checkpoint = latest_checkpoint(resume)
+    return checkpoint.parent if checkpoint != resume else resume.parent

@@ -110,6 +110,11 @@ class Executor:
             return  # the cached packs, unchanged: an M-step never repacks nor touches the carry buffer
         segments = [it.segment for it in state.live() if it.segment is not None]
         state.packs, state.packs_core = pack_step(self.packing, segments, model=self.rt.model)
+        if self.rt.dist.min_over_ranks(len(state.packs)) == 0 and state.packs:
+            # under DDP every rank must join the step's all-reduces: a rank left without a pack (all its
+            # samples dropped) makes the whole step skip learning, counted, instead of hanging the others
+            state.learn_skipped = True
+            state.packs = []
 
     def _log(self, state: StepState) -> None:
         if state.is_eval:

@@ -90,11 +90,12 @@ def _rollout_ids(args: argparse.Namespace, ctx: TokenContext) -> list[int]:
 def parse_section(result: ParseResult, ctx: TokenContext) -> dict[str, Any]:
     """The parse section: the scenario view plus spans, for locating objects in the text."""
     view = parse_view(result, ctx)
+    data = ctx.bytes_of(result.response_ids)  # spans are byte offsets (a character may span tokens)
     for entry, obj in zip(view["valid"], result.valid_objects):
         entry["value_span"] = list(obj.value_span)
     for entry, obj in zip(view["dropped"], result.dropped):
         entry["value_span"] = list(obj.value_span)
-        entry["text"] = result.response_text[obj.value_span[0] : obj.value_span[1]]
+        entry["text"] = data[obj.value_span[0] : obj.value_span[1]].decode("utf-8", errors="replace")
     return view
 
 

@@ -29,6 +29,7 @@ from coordexp.core.parse_records import Rollout
 from coordexp.core.target import token_kinds
 from coordexp.core.target_pipeline import TargetTrace, run_target_step
 from coordexp.core.target_records import TargetSample
+from coordexp.core.text import TokenText
 from coordexp.core.tokens import TokenContext
 from coordexp.data.jsonl import gt_from_record
 from coordexp.errors import DataError
@@ -95,8 +96,9 @@ def match_section(trace: TargetTrace, sample: TargetSample) -> dict[str, Any]:
 def target_section(trace: TargetTrace, ctx: TokenContext) -> dict[str, Any]:
     t = trace.target
     text, marks = "", ""
-    for tid, kind in zip(t.y_train_ids, token_kinds(t)):
-        piece = ctx.piece(tid).replace("\n", "↵")
+    # merged pieces: a character split over byte tokens shows whole, marked by the token completing it
+    for piece, kind in zip(TokenText.of(t.y_train_ids, ctx).token_texts(), token_kinds(t)):
+        piece = piece.replace("\n", "↵")
         text += piece
         marks += MARKS[kind] * len(piece)
     return {"text": text, "marks": marks, "prefix_len": t.prefix_len, "append_len": t.append_len,
@@ -115,11 +117,11 @@ def _coord_chars(trace: TargetTrace, ctx: TokenContext) -> list[list[int]]:
     t = trace.target
     out, offset, pos = [], 0, 0
     targets = {p: (b, pre) for p, b, pre in zip(t.coord_positions, t.coord_target_bins, t.coord_is_prefix)}
-    for pos, tid in enumerate(t.y_train_ids):
+    for pos, piece in enumerate(TokenText.of(t.y_train_ids, ctx).token_texts()):
         if pos in targets:
             b, pre = targets[pos]
             out.append([offset, pos, b, int(pre)])
-        offset += len(ctx.piece(tid))
+        offset += len(piece)
     return out
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import torch
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from coordexp.stages import Item, StepState
 
 log = logging.getLogger("coordexp")
+T = TypeVar("T")
 
 
 @attrs.frozen
@@ -44,6 +46,25 @@ class Distributed:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    def agree(self, decide: Callable[[], T]) -> T:
+        """Rank 0's ``decide()``, on every rank (e.g. the run folder, chosen before anyone creates it)."""
+        if self.world == 1:
+            return decide()
+        import torch.distributed as dist
+
+        box = [decide() if self.is_main else None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def min_over_ranks(self, value: int) -> int:
+        if self.world == 1:
+            return value
+        import torch.distributed as dist
+
+        t = torch.tensor([value], dtype=torch.long)
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        return int(t)
 
 
 def distributed_from_env() -> Distributed:

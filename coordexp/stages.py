@@ -70,6 +70,7 @@ class StepState:
     packs: list[TrainBatch] = attrs.Factory(list)
     packs_core: list[Pack] = attrs.Factory(list)  # the selections behind ``packs`` (telemetry); empty unpacked
     stats: StepStats | None = None
+    learn_skipped: bool = False  # DDP: another rank had no pack, so no rank learned this step
     drops: Counter[str] = attrs.Factory(Counter)
     timings: dict[str, float] = attrs.Factory(dict)
     metrics: dict[str, float] = attrs.Factory(dict)

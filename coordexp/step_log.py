@@ -104,6 +104,7 @@ class StepLogger:
             "train/global_step": float(state.step + 1),
             "train/epoch": ex.epoch_progress(),
             "rollout/dropped_samples_total": float(sum(state.drops.values())),
+            "learn/skipped_steps": float(state.learn_skipped),
             **{f"rollout/dropped_samples/{k}": float(v) for k, v in state.drops.items()},
             "time/step_s": sum(state.timings.values()),
             **state.timings,

@@ -18,7 +18,7 @@ from coordexp.errors import ConfigError
 from coordexp.executor import Executor, Progress, total_steps
 from coordexp.learn.learner import Learner
 from coordexp.runfolder import CONFIG_FILE, latest_checkpoint, run_dir
-from coordexp.runtime import Runtime, build_runtime, rollout_backend
+from coordexp.runtime import Runtime, build_runtime, distributed_from_env, rollout_backend
 from coordexp.step_log import StepLogger
 
 log = logging.getLogger("coordexp")
@@ -80,11 +80,12 @@ def _learner(rt: Runtime, steps: int) -> Learner:
 
 
 def train(config: Config, *, config_path: Path, resume: Path | None = None) -> Summary:
-    folder = _run_folder(config, config_path) if resume is None else _resume_folder(resume)
+    dist = distributed_from_env()
+    folder = dist.agree(lambda: _run_folder(config, config_path) if resume is None else _resume_folder(resume))
     text = config_to_yaml(config)
     if resume is not None:
         _check_resume_config(folder, text)
-    rt = build_runtime(config)
+    rt = build_runtime(config, dist=dist)
     steps = total_steps(rt)
     rt.learner = _learner(rt, steps)
     rt.backend = rollout_backend(rt)

@@ -12,8 +12,8 @@ are trained three ways in each case:
 Cases: ``h32`` the tiny model (hidden 32) on mixed segments and packs of ``--pack-len``; ``h256`` the
 same segments on the same model built ``--hidden`` wide; ``long`` that wide model on segments of up
 to ``--long-max-len`` tokens in packs of ``--long-pack-len``. Reported per case: seconds per pass over
-all segments (median of ``--rounds``, rounds interleaved so machine load hits every layout alike),
-each packed layout's time over padded (< 1 means packing is faster), the padding share, the largest
+all segments (median and min of ``--rounds``, rounds interleaved so machine load hits every layout
+alike), each packed layout's time over padded (< 1 means packing is faster), the padding share, the largest
 step-loss difference between layouts (token-weighted over all segments; float noise), and the packs'
 fill ratios with the selector's gain over FIFO-greedy packing.
 """
@@ -91,8 +91,8 @@ def _one_pass(model, layout: Layout, coord_ids) -> float:
     return backward_packs(model, layout.batches, coord_ids=coord_ids, coord_cfg=COORD)
 
 
-def _time(model, layouts: list[Layout], coord_ids, rounds: int) -> tuple[list[float], list[float]]:
-    """Median seconds per pass and the step loss of each layout."""
+def _time(model, layouts: list[Layout], coord_ids, rounds: int) -> tuple[list[list[float]], list[float]]:
+    """Seconds per pass (every round) and the step loss of each layout."""
     losses = [_one_pass(model, lay, coord_ids) for lay in layouts]  # warm-up
     times: list[list[float]] = [[] for _ in layouts]
     for _ in range(rounds):
@@ -100,7 +100,16 @@ def _time(model, layouts: list[Layout], coord_ids, rounds: int) -> tuple[list[fl
             t0 = time.perf_counter()
             _one_pass(model, lay, coord_ids)
             times[i].append(time.perf_counter() - t0)
-    return [statistics.median(t) for t in times], losses
+    return times, losses
+
+
+def _timing(times: list[float], padded: list[float] | None = None) -> str:
+    """Median and min ms/pass, and each over padded's (min: the round least disturbed by other load)."""
+    med, low = statistics.median(times), min(times)
+    text = f"median {med * 1000:.1f} ms/pass (min {low * 1000:.1f})"
+    if padded is None:
+        return text
+    return f"{text}, ratio packed/padded {med / statistics.median(padded):.2f} (min {low / min(padded):.2f})"
 
 
 def _segments(proc, args: argparse.Namespace, case: str):
@@ -125,7 +134,7 @@ def _run_case(args: argparse.Namespace, case: str, segments) -> None:
         for i in range(0, len(segments), args.batch)
     ]
     layouts = [Layout("padded", "sdpa", padded), Layout("packed/sdpa", "sdpa", rows), Layout(f"packed/{args.attn}", args.attn, rows)]
-    medians, losses = _time(model, layouts, coord_ids, args.rounds)
+    times, losses = _time(model, layouts, coord_ids, args.rounds)
     real = sum(s.length for s in segments)
     padded_tokens = sum(b.inputs["input_ids"].numel() for b in padded)
     lengths = [s.length for s in segments]
@@ -136,13 +145,10 @@ def _run_case(args: argparse.Namespace, case: str, segments) -> None:
     )
     print(
         f"  padded : {len(padded)} batches of {args.batch}, {padded_tokens} tokens "
-        f"({100 * (1 - real / padded_tokens):.0f}% padding), median {medians[0] * 1000:.1f} ms/pass"
+        f"({100 * (1 - real / padded_tokens):.0f}% padding), {_timing(times[0])}"
     )
-    for lay, med in zip(layouts[1:], medians[1:]):
-        print(
-            f"  {lay.name:<7}: median {med * 1000:.1f} ms/pass, ratio packed/padded {med / medians[0]:.2f} "
-            f"({medians[0] / med:.2f}x padded speed)"
-        )
+    for lay, t in zip(layouts[1:], times[1:]):
+        print(f"  {lay.name:<13}: {len(lay.batches)} rows, {_timing(t, times[0])}")
     print(_pack_report(packs))
     diff = max(abs(x - losses[0]) for x in losses)
     print(f"  step loss padded {losses[0]:.6f}; max abs diff over layouts {diff:.2e}")

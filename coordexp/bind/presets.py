@@ -19,7 +19,7 @@ from coordexp.errors import ConfigError, ConfigWarning
 _BASE: dict[str, Any] = {
     "model": {"model": "tiny"},
     "training": {"eval_strategy": "no"},
-    "custom": {"train_jsonl": "synthetic://shapes?n=1", "extra": {"rollout_matching": {"rollout_backend": "hf"}}},
+    "custom": {"train_jsonl": "synthetic://shapes?n=1&seed=0", "extra": {"rollout_matching": {"rollout_backend": "hf"}}},
 }
 _AB_EXTRA: dict[str, Any] = {"schedule": {"pattern": ["B"]}, "channel_b": {"mode": "micro"}}
 VARIANTS = ("rollout_matching_sft", "stage2_ab_training")

@@ -24,6 +24,10 @@ class Findings:
         """``key`` is the canonical dotted path; it is shown in the user's layout."""
         self.errors.append(f"{self._where(key)}{self.display(key)}: {what}. Fix: {fix}.")
 
+    def error_message(self, key: str, message: str) -> None:
+        """A message another module wrote (it already names the key, in the layout given to it)."""
+        self.errors.append(f"{self._where(key)}{message}")
+
     def warn(self, key: str, what: str, fix: str) -> None:
         self.warnings.append(f"{self._where(key)}{self.display(key)}: {what}. Consider: {fix}.")
 

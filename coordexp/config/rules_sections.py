@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from coordexp.config._findings import Findings
 from coordexp.config.derive import Derived
 from coordexp.config.schema_ab import RampPoint
 from coordexp.config.schema_root import Config
-from coordexp.config.sources import EXAMPLE, SyntheticSource, parse_synthetic
 from coordexp.errors import ConfigError
 
 RM = "custom.extra.rollout_matching"
+GENERATOR_SCHEME = "synthetic"  # data addresses synthetic://<generator>?... (grammar: coordexp.data.dataset)
+EXAMPLE = "synthetic://shapes?n=64&seed=0"
 AB = "custom.extra.stage2_ab"
 
 
@@ -43,36 +45,36 @@ def model_and_tuner(config: Config, _d: Derived, out: Findings) -> None:
 
 
 def data_sources(config: Config, _d: Derived, out: Findings) -> None:
-    """train_jsonl is required; synthetic addresses must parse (generator parameters included); eval needs val_jsonl."""
+    """train_jsonl is required; an address is a local path or a generator address that its generator accepts;
+    eval needs val_jsonl."""
     c = config.custom
     if c.train_jsonl is None:
         out.error("custom.train_jsonl", "is required", f"point it at a JSONL file or use {EXAMPLE}")
     for key, value in (("custom.train_jsonl", c.train_jsonl), ("custom.val_jsonl", c.val_jsonl)):
         if value is None:
             continue
+        scheme = urlsplit(value).scheme
         if not value.strip():
             out.error(key, "is an empty string", f"give a JSONL path or {EXAMPLE}, or null")
-            continue
-        try:
-            source = parse_synthetic(value)
-        except ValueError as exc:
-            out.error(key, f"bad data address {value!r}: {exc}", f"use e.g. {EXAMPLE}")
-            continue
-        if source is not None and source.params:
-            _generator_params(key, value, source, out)
+        elif scheme == GENERATOR_SCHEME:
+            _generator_address(key, value, out)
+        elif "://" in value:
+            out.error(key, f"unsupported address scheme {scheme!r} in {value!r}", f"give a local JSONL path or {EXAMPLE}")
     if c.val_jsonl is None and config.training.eval_strategy != "no":
         out.error("custom.val_jsonl", f"is not set but training.eval_strategy is {config.training.eval_strategy!r}",
                   "set custom.val_jsonl or training.eval_strategy: no")
 
 
-def _generator_params(key: str, value: str, source: SyntheticSource, out: Findings) -> None:
-    """The generator owns its parameters' rules; it is imported only when an address carries some."""
-    from coordexp.data.synthetic import resolve_params  # numpy + PIL: only for configs that need it
+def _generator_address(key: str, value: str, out: Findings) -> None:
+    """The data layer owns the address grammar and each generator its parameters: asking it for zero samples
+    checks both without drawing anything. Imported only for configs that use a generator (numpy, PIL)."""
+    from coordexp.data.dataset import load_samples
 
     try:
-        resolve_params(dict(source.params))
+        load_samples(value, limit=0, key=out.display(key))
     except ConfigError as exc:
-        out.error(key, f"bad data address {value!r}: {'; '.join(exc.messages)}", f"fix the parameter, e.g. {EXAMPLE}")
+        for message in exc.messages:
+            out.error_message(key, message)
 
 
 def prompts(config: Config, _d: Derived, out: Findings) -> None:

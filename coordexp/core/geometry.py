@@ -110,6 +110,21 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(identical_degenerate, 1.0, iou)
 
 
+def box_pair_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """``box_iou`` of one pair in plain Python (norm1000 xyxy, ordered corners), same rules.
+
+    For callers that score pairs one at a time (the duplicate stop rule checks each object as it
+    closes), where numpy's per-call overhead would cost more than the arithmetic.
+    """
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    area_a = (a[2] - a[0]) * (a[3] - a[1])
+    area_b = (b[2] - b[0]) * (b[3] - b[1])
+    if area_a == 0 and area_b == 0:
+        return 1.0 if tuple(a) == tuple(b) else 0.0
+    union = area_a + area_b - inter
+    return inter / union if union > 0 else 0.0
+
+
 def center_dist2_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Squared distance between box centres, (n, m); the pruning fallback when no AABB overlaps."""
     ca = (a[:, :2] + a[:, 2:]) / 2

@@ -104,6 +104,7 @@ class ScanResult:
     key_marks: tuple[tuple[int, int], ...]  # (offset of the key's closing quote, N), in order
     boundaries: tuple[int, ...]  # append-ready cut points: ends of object values, ascending
     open_end: int  # offset after the opening container ("{" or the objects "["), -1 if none
+    root_start: int  # offset of the first root "{", -1 if none (text before it is a preamble)
     truncated: bool
     # the state the text ends in (what SerializeAppend checks)
     depth: int
@@ -131,6 +132,7 @@ class _Scanner:
         self.key_marks: list[tuple[int, int]] = []
         self.boundaries: list[int] = []
         self.open_end = -1
+        self.root_start = -1
         self.roots = 0  # root objects opened so far
         self.root_closed = False  # the first root object has closed
         self.root_keys = 0
@@ -183,6 +185,8 @@ class _Scanner:
         if self.depth == 1:
             self.bdepth = 0  # brackets outside a root object do not count
             self.roots += 1
+            if self.root_start < 0:
+                self.root_start = pos
             if self.open_end < 0 and not self.array:
                 self.open_end = pos + 1
         self.expect.append(True)
@@ -271,6 +275,7 @@ def scan(data: bytes, layout: ScanLayout = OBJECT_N) -> ScanResult:
         key_marks=tuple(sc.key_marks),
         boundaries=tuple(sc.boundaries),
         open_end=sc.open_end,
+        root_start=sc.root_start,
         truncated=sc.depth != 0 or sc.bdepth != 0 or in_string,
         depth=sc.depth,
         roots=sc.roots,

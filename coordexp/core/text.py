@@ -15,6 +15,7 @@ anything that is not whole text.
 
 from __future__ import annotations
 
+import codecs
 from bisect import bisect_right
 from collections.abc import Sequence
 from itertools import accumulate
@@ -75,6 +76,20 @@ class TokenText:
         if tail is None:
             return None
         return self.ids[:i] + tail, len(tail)
+
+    def token_texts(self) -> tuple[str, ...]:
+        """The characters each token completes ("merged pieces"), for reports.
+
+        Joined, they are exactly ``text``. A token that ends inside a multi-byte character gives ""
+        and the token that completes the character carries all of it, so no replacement character
+        appears where a per-token decode would print one (legacy reference 15.1 W22).
+        """
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        data, starts = self.data, self.starts
+        out = [decoder.decode(data[starts[i] : starts[i + 1]]) for i in range(len(self.ids))]
+        if out:
+            out[-1] += decoder.decode(b"", final=True)
+        return tuple(out)
 
     def overlapping(self, spans: Sequence[tuple[int, int]]) -> tuple[int, ...]:
         """Indices of the non-empty tokens whose bytes overlap any ``[start, end)`` byte span."""

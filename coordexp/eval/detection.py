@@ -17,6 +17,7 @@ Torch-free on purpose: evaluation and offline replay run these without a model.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections import Counter
@@ -76,6 +77,20 @@ def percentile(values: Sequence[float], q: float) -> float:
     pos = (len(xs) - 1) * q / 100.0
     lo, hi = math.floor(pos), math.ceil(pos)
     return float(xs[lo] + (xs[hi] - xs[lo]) * (pos - lo))
+
+
+def is_parse_valid(parse: ParseResult) -> bool:
+    """A complete answer: one strict JSON object, every object valid, nothing cut, no fallback.
+
+    What a user means by "the model answers in the format": the whole response (after the ``<|im_end|>``
+    cut) loads with ``json.loads`` and the strict parser dropped nothing.
+    """
+    if parse.truncated or parse.fallback is not Fallback.NONE or parse.dropped:
+        return False
+    try:
+        return isinstance(json.loads(parse.response_text), dict)
+    except json.JSONDecodeError:
+        return False
 
 
 def is_invalid_rollout(parse: ParseResult) -> bool:
@@ -142,6 +157,7 @@ def _common(o: SampleOutcome, ctx: TokenContext) -> Counter[str]:
     c["gating_rejections"] += o.match.gating_rejections
     c["matched_iou_sum"] += o.match.matched_iou_sum
     c["samples_with_valid_pred"] += o.n_preds > 0
+    c["parse_valid"] += is_parse_valid(o.parse)
     c["invalid_coord_slots"] += invalid_coord_slots(o.parse, ctx=ctx)
     c["gen_new_tokens_total"] += o.completion_len
     return c
@@ -200,7 +216,7 @@ def _emit(
 
 
 _TRAIN_KEYS = (
-    "samples", "parse_truncated", "parse_dropped_invalid", "valid_pred_objects", "gt_objects", "matched",
+    "samples", "parse_valid", "parse_truncated", "parse_dropped_invalid", "valid_pred_objects", "gt_objects", "matched",
     "matched_for_supervision", "excluded_from_supervision", "fn_appended", "fp", "fn", "gating_rejections",
     "candidate_pairs", "matched_maskiou_count", "matched_iou_sum", "samples_with_valid_pred", "samples_with_match",
     "prefix_coord_targets_total", "tail_ignore_tokens", "tail_tokens", "targets", "invalid_rollouts",
@@ -246,7 +262,7 @@ def rollout_metrics(
 
 
 _EVAL_KEYS = (
-    "samples", "pred_objects", "gt_objects", "matched", "fp", "fn", "gating_rejections", "parse_dropped_invalid",
+    "samples", "parse_valid", "pred_objects", "gt_objects", "matched", "fp", "fn", "gating_rejections", "parse_dropped_invalid",
     "parse_truncated", "invalid_coord_slots", "gen_new_tokens_total",
     "matched_iou_sum", "samples_with_valid_pred", "samples_with_match",
 )

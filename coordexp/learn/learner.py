@@ -291,6 +291,7 @@ class Learner:
         for i, pack in enumerate(packs):
             sums = self._run_pack(pack, w_ce, w_coord, scale, last=i == len(packs) - 1)
             totals += torch.stack([t.detach().double().cpu() for t in sums])
+        totals = self._global_totals(totals)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.training.max_grad_norm)
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
@@ -298,6 +299,15 @@ class Learner:
         self.optimizer.zero_grad(set_to_none=True)
         self.global_step += 1
         return self._stats(totals, float(grad_norm), lr, packs)
+
+    def _global_totals(self, totals: torch.Tensor) -> torch.Tensor:
+        """Under DDP, the loss sums of every rank: the logged step loss is the global token mean, the
+        same number a single process computes over the same samples."""
+        if not (_is_ddp(self.model) and dist.is_initialized()):
+            return totals
+        summed = totals.to(self.device)
+        dist.all_reduce(summed, op=dist.ReduceOp.SUM)
+        return summed.cpu()
 
     def _stats(self, t: torch.Tensor, grad_norm: float, lr: float, packs: Sequence[TrainBatch]) -> StepStats:
         s = LossSums(*(float(x) for x in t))

@@ -17,6 +17,7 @@ E = Emitter.EVALUATOR
 
 _COUNTS: tuple[Key, ...] = (
     key("eval_rollout/samples", Agg.SUM, "samples", "Evaluated samples.", E),
+    key("eval_rollout/parse_valid", Agg.SUM, "samples", "Rollouts that are one strict JSON object, all objects valid.", E),
     key("eval_rollout/pred_objects", Agg.SUM, "objects", "Valid predictions.", E),
     key("eval_rollout/gt_objects", Agg.SUM, "objects", "GT objects.", E),
     key("eval_rollout/matched", Agg.SUM, "pairs", "Hungarian pairs above the gate.", E),
@@ -55,6 +56,8 @@ _DERIVED: tuple[Key, ...] = (
           "fraction", "2PR/(P+R), micro over the eval set (0 when P+R is 0)."),
     ratio("eval_rollout/pred_gt_ratio", ["eval_rollout/pred_objects"], ["eval_rollout/gt_objects"], "ratio",
           "pred_objects / gt_objects (0.0 without GT); should move toward 1."),
+    ratio("eval_rollout/parse_valid_rate", ["eval_rollout/parse_valid"], ["eval_rollout/samples"], "fraction",
+          "Rollouts that are one strict JSON object with every object valid, uncut / samples."),
     ratio("eval_rollout/parse_truncated_rate", ["eval_rollout/parse_truncated"], ["eval_rollout/samples"], "fraction",
           "Truncated rollouts / samples."),
     ratio("eval_rollout/sample_valid_pred_rate", ["eval_rollout/samples_with_valid_pred"], ["eval_rollout/samples"],

@@ -25,6 +25,7 @@ PREFIX_CUTS: tuple[str, ...] = tuple(c.value for c in CutReason if c is not CutR
 
 _COUNTS: tuple[Key, ...] = (
     key("rollout/samples", Agg.SUM, "rollouts", "Rollouts parsed this step (the denominator of per-sample rates).", R),
+    key("rollout/parse_valid", Agg.SUM, "rollouts", "Rollouts that are one strict JSON object, all objects valid.", R),
     key("rollout/parse_truncated", Agg.SUM, "rollouts",
         "Rollouts cut mid-structure by the token budget. A rollout a stop rule ended is never counted here.", R),
     key("rollout/parse_dropped_invalid", Agg.SUM, "objects",
@@ -106,6 +107,8 @@ _TEMPLATES: tuple[Key, ...] = (
 )
 
 _DERIVED: tuple[Key, ...] = (
+    ratio("rollout/parse_valid_rate", ["rollout/parse_valid"], ["rollout/samples"], "fraction",
+          "Rollouts that are one strict JSON object with every object valid, uncut / rollouts."),
     ratio("rollout/parse_truncated_rate", ["rollout/parse_truncated"], ["rollout/samples"], "fraction",
           "Truncated rollouts / rollouts."),
     ratio("rollout/parse_obj_total", ["rollout/valid_pred_objects", "rollout/parse_dropped_invalid"], [], "objects",

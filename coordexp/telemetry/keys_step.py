@@ -59,6 +59,8 @@ _TRAIN: tuple[Key, ...] = (
     key("train/samples_seen", Agg.LAST, "samples", "Raw samples drawn since the run started (all ranks).", X),
     key("train/epoch", Agg.LAST, "epochs", "Fractional epoch at the end of the step.", X),
     key("train/global_step", Agg.LAST, "steps", "Optimizer steps done at the end of the step.", X),
+    key("learn/skipped_steps", Agg.SUM, "steps",
+        "Steps that learned nothing because some rank had no pack left (all its samples dropped).", X),
     key("rollout/dropped_samples_total", Agg.SUM, "samples", "Samples a stage could not use (dropped, counted).", X),
     *template("rollout/dropped_samples/{}", SAMPLE_DROP_REASONS, Agg.SUM, "samples",
               "Samples dropped with reason `{}` (stage_cause).", X),

@@ -295,3 +295,13 @@ def test_stop_metrics_count_triggered_sequences_and_every_rule():
     assert m["rollout/repeat_terminate_triggered_sequences"] == 3.0
     assert m["rollout/stop_rule/ngram_repeat"] == 2.0 and m["rollout/stop_rule/max_object_keys"] == 1.0
     assert m["rollout/stop_rule/consecutive_repeat"] == 0.0 and m["rollout/stop_rule/duplicate_object"] == 0.0
+
+
+@settings(max_examples=300, deadline=None)
+@given(a=st.tuples(*[st.integers(0, 30)] * 4), b=st.tuples(*[st.integers(0, 30)] * 4))
+def test_the_pairwise_box_iou_is_the_exact_iou_of_geometry(a, b):
+    from coordexp.core.geometry import box_pair_iou
+
+    a = (min(a[0], a[2]), min(a[1], a[3]), max(a[0], a[2]), max(a[1], a[3]))
+    b = (min(b[0], b[2]), min(b[1], b[3]), max(b[0], b[2]), max(b[1], b[3]))
+    assert box_pair_iou(a, b) == pytest.approx(iou(Shape("bbox_2d", a), Shape("bbox_2d", b)), abs=1e-12)

@@ -29,6 +29,7 @@ from coordexp.core.coordjson import Layout
 from coordexp.core.match import MatchConfig
 from coordexp.core.parse_records import Rollout
 from coordexp.core.prefix_policy import PrefixPolicyConfig
+from coordexp.core.scan import scan
 from coordexp.core.target import closure_positions, token_kinds
 from coordexp.core.target_pipeline import TargetTrace, run_target_step
 from coordexp.core.target_records import (
@@ -36,6 +37,7 @@ from coordexp.core.target_records import (
     TargetSample,
     TrainTarget,
 )
+from coordexp.core.text import TokenText
 from coordexp.core.tokens import TokenContext
 from coordexp.data.jsonl import gt_objects
 from coordexp.errors import CoordexpError, SpecError
@@ -79,7 +81,8 @@ def token_table(trace: TargetTrace, ctx: TokenContext) -> list[str]:
 def describe_trace(trace: TargetTrace, ctx: TokenContext) -> dict[str, Any]:
     """Plain data of one sample's parse / policy / match / target (also used by inspect --json)."""
     t, m, view = trace.target, trace.match, trace.view.parse
-    ce_text = "".join(ctx.piece(t.y_train_ids[p]) for p in range(t.train_len) if t.labels[p] >= 0)
+    texts = TokenText.of(t.y_train_ids, ctx).token_texts()  # merged pieces: whole characters
+    ce_text = "".join(texts[p] for p in range(t.train_len) if t.labels[p] >= 0)
     return {
         "parse": {
             "valid": list(trace.parse.valid),
@@ -98,15 +101,15 @@ def describe_trace(trace: TargetTrace, ctx: TokenContext) -> dict[str, Any]:
         "prefix_text": t.prefix_text,
         "append_text": t.append_text,
         "y_train_text": ctx.text_of(t.y_train_ids),
-        "valid_json": is_json(t.prefix_text + t.append_text),
+        "valid_json": is_json(answer_text(ctx.bytes_of(t.y_train_ids[:-1]))),
         "spans": {"prefix_len": t.prefix_len, "append_len": t.append_len, "train_len": t.train_len},
         "ce_text": ce_text,
         "prefix_coord_targets": [[p, b] for p, b, pre in zip(t.coord_positions, t.coord_target_bins, t.coord_is_prefix) if pre],
         "tail_coord_targets": [b for b, pre in zip(t.coord_target_bins, t.coord_is_prefix) if not pre],
         "closure_positions": list(t.closure_positions),
         "closure_positions_tail": [p - t.prefix_len for p in t.closure_positions],
-        "prefix_ce_text": "".join(ctx.piece(t.y_train_ids[p]) for p in range(t.prefix_len) if t.labels[p] >= 0),
-        "desc_masked_runs": _runs(t, ctx, "desc_masked"),
+        "prefix_ce_text": "".join(texts[p] for p in range(t.prefix_len) if t.labels[p] >= 0),
+        "desc_masked_runs": _runs(t, texts, "desc_masked"),
         "matched_gt_indices": list(t.matched_gt_indices),
         "fn_gt_indices": list(t.fn_gt_indices),
         "counters": unstructure(t.counters),
@@ -114,14 +117,20 @@ def describe_trace(trace: TargetTrace, ctx: TokenContext) -> dict[str, Any]:
     }
 
 
-def _runs(t: TrainTarget, ctx: TokenContext, kind: str) -> list[str]:
+def answer_text(data: bytes) -> str:
+    """The answer from its root ``{`` on: prose Parse keeps before it is context, not JSON."""
+    root = scan(data).root_start
+    return data[max(root, 0) :].decode("utf-8", errors="replace")
+
+
+def _runs(t: TrainTarget, texts: tuple[str, ...], kind: str) -> list[str]:
     """Texts of maximal runs of consecutive tokens of one kind (e.g. each masked desc value)."""
     runs: list[str] = []
     prev = -2
     for pos, k in enumerate(token_kinds(t)):
         if k != kind:
             continue
-        piece = ctx.piece(t.y_train_ids[pos])
+        piece = texts[pos]
         if pos == prev + 1:
             runs[-1] += piece
         else:
@@ -154,7 +163,7 @@ def _build(case: dict[str, Any]) -> dict[str, Any]:
 def _closure(case: dict[str, Any]) -> dict[str, Any]:
     ctx = context_for(case.get("tokenizer"))
     ids = _rollout_ids(case, ctx)
-    brace, eos = closure_positions(ids, ctx=ctx, depth=case.get("depth", 1))
+    brace, eos = closure_positions(ids, ctx=ctx, depth=case.get("depth", 1), sample_id=case.get("sample_id", "s0"))
     return {"closure_positions": [brace, eos], "tail_len": len(ids), "brace_piece": ctx.piece(ids[brace])}
 
 

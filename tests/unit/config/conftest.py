@@ -18,14 +18,14 @@ AB_MINIMAL: dict[str, Any] = {
     "training": {"effective_batch_size": 4, "packing": True, "dataloader_drop_last": True, "eval_strategy": "no"},
     "custom": {
         "trainer_variant": "stage2_ab_training",
-        "train_jsonl": "synthetic://shapes?n=8",
+        "train_jsonl": "synthetic://shapes?n=8&seed=0",
         "extra": {"rollout_matching": {"rollout_backend": "hf"}, "stage2_ab": {"schedule": {"b_ratio": 0.5}}},
     },
 }
 SFT_MINIMAL: dict[str, Any] = {
     "model": {"model": "tiny"},
     "training": {"eval_strategy": "no"},
-    "custom": {"trainer_variant": "rollout_matching_sft", "train_jsonl": "synthetic://shapes?n=8",
+    "custom": {"trainer_variant": "rollout_matching_sft", "train_jsonl": "synthetic://shapes?n=8&seed=0",
                "extra": {"rollout_matching": {"rollout_backend": "hf"}}},
 }
 

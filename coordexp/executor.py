@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from coordexp.core.order import DataPosition, ReuseWindow, StepPlan, plan_step, steps_per_epoch
+from coordexp.core.order import DataPosition, ReuseWindow, StepPlan, plan_step, rank_share, steps_per_epoch
 from coordexp.core.schedule import Channel, RealizedRatio, channel_for_step
 from coordexp.machine import StepMachine
 from coordexp.packing import PackingState, pack_step
@@ -101,7 +101,7 @@ class Executor:
             cached = self.progress.cached
             state.items, state.packs, state.packs_core = list(cached.items), list(cached.packs), list(cached.packs_core)
             return
-        share = state.plan.indices[rt.dist.rank :: rt.dist.world]
+        share = rank_share(state.plan.indices, rank=rt.dist.rank, world=rt.dist.world)
         epoch = state.plan.position.epoch
         state.items = [Item(rt.train[i], rt.target_sample(rt.train[i], epoch=epoch)) for i in share]
 
@@ -132,7 +132,7 @@ class Executor:
     def evaluate(self, step: int) -> dict[str, float]:
         rt = self.rt
         state = StepState(step=step, channel=Channel.B, is_eval=True)
-        share = rt.val[rt.dist.rank :: rt.dist.world]
+        share = [rt.val[i] for i in rank_share(tuple(range(len(rt.val))), rank=rt.dist.rank, world=rt.dist.world)]
         state.items = [Item(s, rt.target_sample(s, epoch=0)) for s in share]
         work = StepWork(rt, state, select=lambda s: None, pack=lambda s: None, log=lambda s: None)
         started = time.perf_counter()

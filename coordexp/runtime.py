@@ -19,6 +19,7 @@ from coordexp.bind import Bound, bind
 from coordexp.config import Config, Derived, derive
 from coordexp.core.coordjson import serialize
 from coordexp.core.tokens import TokenContext
+from coordexp.errors import ConfigError
 from coordexp.data.dataset import load_samples
 from coordexp.data.prompts import Prompts, build_messages, resolve_prompts
 from coordexp.data.records import Sample, open_images, target_sample
@@ -181,6 +182,12 @@ def _device() -> torch.device:
 def build_runtime(config: Config, *, dist: Distributed | None = None) -> Runtime:
     """Load data first (a broken record fails before any model is built), then the model and the tokenizer."""
     dist = dist or distributed_from_env()
+    declared = config.training.world_size
+    if declared is not None and declared != dist.world:
+        raise ConfigError(
+            f"training.world_size is {declared} but this run has {dist.world} process(es); launch it with "
+            f"`torchrun --nproc_per_node {declared} -m coordexp.run ...` or remove training.world_size"
+        )
     custom = config.custom
     root = custom.image_root
     train = load_samples(custom.train_jsonl, image_root=root, limit=custom.train_sample_limit, key="custom.train_jsonl")

@@ -18,6 +18,7 @@ it is in (the legacy rasterised both shapes for every pair, reference 15.3 H3).
 from __future__ import annotations
 
 import enum
+import warnings
 from collections.abc import Sequence
 
 import attrs
@@ -192,7 +193,9 @@ def raster_mask(shape: Shape, resolution: int) -> np.ndarray:
     from pycocotools import mask as mask_utils
 
     _check_resolution(resolution)
-    return mask_utils.decode(_raster_rle(shape, resolution)).astype(bool)
+    with warnings.catch_warnings():  # pycocotools' decode trips a numpy 2 copy-keyword deprecation
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return mask_utils.decode(_raster_rle(shape, resolution)).astype(bool)
 
 
 def _check_resolution(resolution: int) -> None:

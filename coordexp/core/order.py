@@ -141,3 +141,11 @@ def plan_step(
     partial = len(indices) < per_step
     opened = ReuseWindow(step, indices, 1, partial) if scheduled is Channel.B and m_steps > 1 else ReuseWindow()
     return StepPlan(step, scheduled, False, indices, partial, 0, opened, after)
+
+
+def rank_share(indices: tuple[int, ...], *, rank: int, world: int) -> tuple[int, ...]:
+    """One rank's samples of a step: every ``world``-th index from ``rank``, so shares are disjoint, cover the
+    step, and differ in size by at most one (only on a partial last step)."""
+    if not 0 <= rank < world:
+        raise DataError(f"rank {rank} outside a world of {world} processes")
+    return indices[rank::world]

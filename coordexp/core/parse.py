@@ -86,7 +86,7 @@ def parse(rollout: Rollout, *, ctx: TokenContext, layout: Layout = Layout.OBJECT
         return _open_fallback(resp, im_end, ctx, rules)
     prefix, retok, cut, fallback = _cut_prefix(resp, cut_candidates(sc, len(resp.data)), ctx)
     if fallback is Fallback.CUT_RETOKENIZE_RESET:
-        prefix = tuple(ctx.encode(rules.open_text))
+        prefix = ctx.encode_fragment(rules.open_text)
         prefix_text = ctx.text_of(prefix)
     else:
         prefix_text = resp.data[:cut].decode("utf-8", errors="replace")  # the prefix ids' bytes, checked
@@ -153,7 +153,7 @@ def _cut_prefix(
 
 def _open_fallback(t: TokenText, im_end: ImEndCut, ctx: TokenContext, layout: ScanLayout) -> ParseResult:
     """No opening container at all: the prefix is the layout's opening text; nothing was scanned."""
-    prefix = tuple(ctx.encode(layout.open_text))
+    prefix = ctx.encode_fragment(layout.open_text)
     return ParseResult(
         response_ids=t.ids,
         response_text=t.text,

@@ -121,7 +121,7 @@ def apply_prefix_policy(
     sc = scan(prefix.data, rules)
     cut, ids, retok = _cut_tokens(prefix, cut_candidates(sc, offending), ctx)
     if ids is None:
-        ids, retok = tuple(ctx.encode(rules.open_text)), 0
+        ids, retok = ctx.encode_fragment(rules.open_text), 0
     old_cut = len(prefix.data)
     spans = [o.value_span for o in (*parsed.valid_objects, *parsed.dropped)]
     view = attrs.evolve(

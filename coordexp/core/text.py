@@ -108,7 +108,7 @@ def _reencode(piece: bytes, ctx: TokenContext) -> tuple[int, ...] | None:
     """Ids for ``piece`` whose bytes are exactly ``piece``, else None."""
     try:
         text = piece.decode("utf-8")
-        ids = tuple(ctx.encode(text))
+        ids = ctx.encode_fragment(text)
     except (UnicodeDecodeError, TokenizerError):
         return None
     if any(not 0 <= i < ctx.vocab_size for i in ids):

@@ -28,6 +28,8 @@ import attrs
 from coordexp.core.coords import COORD_TOKENS, validate_coord_ids
 from coordexp.errors import TokenizerError
 
+_FRAGMENT_MEMO = 4096  # distinct fragments remembered per tokenizer
+
 IM_END = "<|im_end|>"
 IM_START = "<|im_start|>"
 ENDOFTEXT = "<|endoftext|>"
@@ -61,10 +63,25 @@ class TokenContext:
     coord_id_to_bin: Mapping[int, int] = attrs.field(repr=False)
     im_end_id: int
     encode: Callable[[str], list[int]] = attrs.field(repr=False)
+    _fragments: dict[str, tuple[int, ...]] = attrs.field(factory=dict, init=False, repr=False)
 
     @property
     def vocab_size(self) -> int:
         return len(self.piece_bytes)
+
+    def encode_fragment(self, text: str) -> tuple[int, ...]:
+        """``encode`` for the short fragments cuts re-encode (``"]}``, ``{``), remembered per text.
+
+        A dense rollout re-encodes the same few fused closers every step; the tokenizer call costs
+        more than the rest of the cut. The memo is bounded, and ``encode`` is deterministic.
+        """
+        ids = self._fragments.get(text)
+        if ids is None:
+            ids = tuple(self.encode(text))
+            if len(self._fragments) < _FRAGMENT_MEMO:
+                self._fragments[text] = ids
+        return ids
+
 
     def piece(self, token_id: int) -> str:
         """Display text of one id; bytes that are not whole UTF-8 characters show as ``\\xNN``.

@@ -58,6 +58,7 @@ def _ids(results) -> list[tuple[int, ...]]:
 
 
 def test_left_padded_batches_give_the_unbatched_greedy_completions(tiny, ctx):
+    """RM-DECODE-104 and RM-DECODE-105: chunking changes nothing; ids come back as generated."""
     reqs = _requests(tiny.processor, 4)
     assert len({len(r.prompt_ids) for r in reqs}) > 1  # prompts of different lengths really get padded
     alone = [_ids(_backend(tiny.model, tiny.processor, ctx).generate([r]))[0] for r in reqs]
@@ -73,6 +74,7 @@ def test_left_padded_batches_give_the_unbatched_greedy_completions(tiny, ctx):
 
 
 def test_beam_search_returns_exactly_one_completion_per_sample(tiny, ctx):
+    """RM-DECODE-103."""
     reqs = _requests(tiny.processor, 3)
     beam = attrs.evolve(GREEDY, decode_mode="beam", num_beams=3, num_return_sequences=3, decode_batch_size=2,
                         max_new_tokens=12)  # fmt: skip

@@ -144,11 +144,12 @@ def _contexts():
     }
 
 
-CONFIGS = (
-    ("sft", sft_target(), "keep"),
-    ("sft", sft_target(), "cut_at_first_invalid"),
-    ("ab", ab_target(fn_desc_ce_weight=0.5, drop_invalid_struct_ce_multiplier=2.0), "cut_at_first_duplicate"),
-    ("ab", ab_target(), "cut_at_first_invalid"),
+MATCH = match_cfg()
+CONFIGS = (  # (BuildTarget switches, prefix policy); closure supervision is on in every variant
+    (sft_target(), policy_cfg("keep")),
+    (sft_target(), policy_cfg("cut_at_first_invalid")),
+    (ab_target(fn_desc_ce_weight=0.5, drop_invalid_struct_ce_multiplier=2.0), policy_cfg("cut_at_first_duplicate")),
+    (ab_target(), policy_cfg("cut_at_first_invalid")),
 )
 
 
@@ -160,13 +161,13 @@ def run_chain(n: int, seed: int) -> dict[str, int]:
     seen: dict[str, int] = {}
     for i in range(n):
         ctx, descs = contexts[names[i % len(names)]]
-        _, target_cfg, policy = CONFIGS[(i // len(names)) % len(CONFIGS)]
+        target_cfg, policy = CONFIGS[(i // len(names)) % len(CONFIGS)]
         gt = [(rng.choice(descs), _box(rng)) for _ in range(rng.randrange(6))]
         sample = TargetSample(f"r{i}", tuple(GTObject(k, d, GeomType.BBOX, b) for k, (d, b) in enumerate(gt, 1)))
         text = rollout_text(rng, gt, descs)
         ids = _ids(rng, text, ctx)
-        trace = run_target_step(Rollout(ids, sample_id=sample.sample_id), sample, ctx=ctx, match_cfg=match_cfg(),
-                                target_cfg=target_cfg, policy_cfg=policy_cfg(policy))
+        trace = run_target_step(Rollout(ids, sample_id=sample.sample_id), sample, ctx=ctx, match_cfg=MATCH,
+                                target_cfg=target_cfg, policy_cfg=policy)
         check_chain(trace, sample, ctx)
         key = trace.parse.fallback.value
         seen[key] = seen.get(key, 0) + 1

@@ -209,3 +209,37 @@ def test_pair_ious_scores_each_requested_pair():
     assert out.ious == pytest.approx([1 / 3, 1.0, 1 / 3, 1.0])
     assert out.repaired_polygons == 0
     assert len(pair_ious(a, b, np.array([], dtype=int), np.array([], dtype=int)).ious) == 0
+
+
+def _legacy_mask_iou(a: Shape, b: Shape, resolution: int = 256) -> float:
+    """Reference rollout 5.3 read literally: normalised quad / vertex list, clamp, scale, frPyObjects per pair."""
+    from pycocotools import mask as mask_utils
+
+    def outline(s: Shape) -> list[float]:
+        p = list(s.points)
+        if s.geom_type == "bbox_2d":
+            x1, y1, x2, y2 = min(p[0], p[2]), min(p[1], p[3]), max(p[0], p[2]), max(p[1], p[3])
+            p = [x1, y1, x2, y1, x2, y2, x1, y2]
+        return [min(999, max(0, v)) * (resolution - 1) / 999 for v in p]
+
+    ra = mask_utils.merge(mask_utils.frPyObjects([outline(a)], resolution, resolution))
+    rb = mask_utils.merge(mask_utils.frPyObjects([outline(b)], resolution, resolution))
+    return float(mask_utils.iou([ra], [rb], [0])[0][0])
+
+
+def test_raster_mode_equals_the_legacy_rasteriser_on_random_shapes():
+    rng = np.random.default_rng(0)
+    pairs = []
+    for _ in range(2000):
+        shapes = []
+        for _ in range(2):
+            if rng.random() < 0.4:
+                shapes.append(Shape("bbox_2d", tuple(int(v) for v in rng.integers(-20, 1020, 4))))
+            else:
+                n = int(rng.integers(3, 8))
+                cx, cy, r = rng.integers(0, 1000), rng.integers(0, 1000), rng.integers(1, 200)
+                pts = np.stack([cx + rng.integers(-r, r + 1, n), cy + rng.integers(-r, r + 1, n)], 1).ravel()
+                shapes.append(Shape("poly", tuple(int(v) for v in pts)))
+        pairs.append(shapes)
+    ours = pair_ious([a for a, _ in pairs], [b for _, b in pairs], np.arange(2000), np.arange(2000), mode="raster")
+    assert ours.ious.tolist() == [_legacy_mask_iou(a, b) for a, b in pairs]

@@ -55,3 +55,31 @@ def test_bad_gt_file_is_a_clean_error(tmp_path, capsys):
     bad.write_text("[1, 2]", encoding="utf-8")
     assert main(["--tokenizer", "char", "--text", "{}", "--gt", str(bad)]) == 2
     assert "a GT record is one JSON object" in capsys.readouterr().err
+
+
+DEGENERATE = {
+    "leading prose": "Sure! Here it is: {" + ROLLOUT[1:] + "}",
+    "markdown fence": "```json\n{" + ROLLOUT[1:] + "}\n```",
+    "two roots": ROLLOUT + "} " + ROLLOUT + "}",
+    "unbalanced bracket": '{"object_1": {"desc": "cat", "bbox_2d": ["<|coord_100|>", "<|coord_100|>"}, ' + ROLLOUT[1:],
+    "escaped keys": '{"objec\\t_1": {"desc": "cat"}, "\\object_2": {}, ' + ROLLOUT[1:],
+    "mixed list": '{"object_1": {"desc": "cat", "bbox_2d": ["<|coord_100|>", "<|coord_100|>", ["<|coord_200|>", "<|coord_200|>"]]}}',
+    "duplicate geometry key": '{"object_1": {"desc": "cat", "bbox_2d": ["<|coord_1|>", "<|coord_2|>"], '
+                              '"bbox_2d": ["<|coord_100|>", "<|coord_100|>", "<|coord_200|>", "<|coord_200|>"]}}',
+    "not JSON": "I see a cat.",
+}
+
+
+def test_every_degenerate_rollout_gives_a_target_through_the_cli(tmp_path, capsys):
+    record = {**RECORD, "objects": [*RECORD["objects"], {"desc": "人", "bbox_2d": [1, 1, 9, 9]},
+                                    {"desc": "🐕 dog", "bbox_2d": [600, 600, 700, 700]}]}
+    gt = tmp_path / "unicode.json"
+    gt.write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8")
+    for label, text in DEGENERATE.items():
+        assert main(["--tokenizer", "fixture", "--text", text, "--gt", str(gt), "--json",
+                     "--prefix-policy", "cut_at_first_invalid"]) == 0, label
+        captured = capsys.readouterr()
+        assert "Traceback" not in captured.err, label
+        target = json.loads(captured.out)["sections"]["target"]
+        assert target["text"].endswith("}<|im_end|>") and "人" in target["text"] and "🐕 dog" in target["text"], label
+        assert len(target["text"]) == len(target["marks"]), label

@@ -60,3 +60,15 @@ def test_the_best_scoring_beam_of_each_sample_is_picked():
         sequences_scores = torch.tensor([-1.0, -0.5, -2.0, -0.1, -3.0, -0.2])
 
     assert _best_beams(Out(), 2) == [1, 3]
+
+
+def test_a_request_whose_prompt_ids_differ_from_its_encoding_is_refused():
+    """RM-DECODE-105: the backend feeds the encoding; ids that disagree would mean a re-tokenized prompt."""
+    from coordexp.backends.hf import _check_request
+    from coordexp.errors import RolloutError
+
+    good = _request(4, None, "ok")
+    _check_request(good)
+    bad = attrs.evolve(good, prompt_ids=(*good.prompt_ids[:-1], 99))
+    with pytest.raises(RolloutError, match="sample ok: request prompt_ids differ"):
+        _check_request(bad)

@@ -67,7 +67,7 @@ def _check_resume_config(folder: Path, text: str) -> None:
         )
 
 
-def _learner(rt: Runtime, steps: int) -> Learner:
+def learner_for(rt: Runtime, steps: int) -> Learner:
     """The learner over the model; under torchrun the model is wrapped in DDP for it (rollouts use it bare)."""
     model = rt.model
     if rt.dist.world > 1:
@@ -87,7 +87,7 @@ def train(config: Config, *, config_path: Path, resume: Path | None = None) -> S
         _check_resume_config(folder, text)
     rt = build_runtime(config, dist=dist)
     steps = total_steps(rt)
-    rt.learner = _learner(rt, steps)
+    rt.learner = learner_for(rt, steps)
     rt.backend = rollout_backend(rt)
     if rt.dist.is_main:
         folder.mkdir(parents=True, exist_ok=True)

@@ -65,10 +65,17 @@ class StopRulesProcessor(LogitsProcessor):
         self.batch = StopBatch(rules, n_rows)
         self.prompt_width = prompt_width  # padded prompt length: generated ids start here
         self.replay = replay  # beam search reorders rows: rebuild each row's state from its ids
+        self.cpu_seconds = 0.0  # this thread's CPU time inside the processor (the rules' cost)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if input_ids.shape[1] <= self.prompt_width:
             return scores  # the first step: nothing generated yet
+        t0 = time.thread_time()
+        scores = self._force(input_ids, scores)
+        self.cpu_seconds += time.thread_time() - t0
+        return scores
+
+    def _force(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self.replay:
             forced = [self._replayed(row) for row in input_ids[:, self.prompt_width :].tolist()]
         else:
@@ -127,6 +134,7 @@ class HFBackend:
         tok = processor.tokenizer
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else ctx.im_end_id
         self.eos_ids = sorted(self.rules.eos_ids)
+        self.stop_rule_cpu_seconds = 0.0  # CPU time the stop rules took inside generate, all calls so far
 
     @property
     def model(self) -> torch.nn.Module:
@@ -183,8 +191,10 @@ class HFBackend:
             )
         seconds = time.perf_counter() - t0
         sequences = out.sequences[:, width:]
-        if processor is not None and sequences.shape[1] and not beam:
-            processor.finish(sequences[:, -1].tolist())
+        if processor is not None:
+            if sequences.shape[1] and not beam:
+                processor.finish(sequences[:, -1].tolist())
+            self.stop_rule_cpu_seconds += processor.cpu_seconds
         picked = _best_beams(out, len(requests)) if beam else list(range(len(requests)))
         results = []
         for i, (req, row) in enumerate(zip(requests, picked, strict=True)):

@@ -5,6 +5,10 @@ A dense sample is what a crowded image gives: 60 predicted objects, of which 45 
 the model missed (FN, appended). Rollouts are built with the CoordJSON serializer from a seeded
 generator and encoded once (not timed). Each stage is timed separately on the same samples, in the
 order the step runs them, so the total is the cost the learner pays per Channel-B sample on CPU.
+
+``--vs-legacy`` times Match against the legacy matcher (``coordexp.bench.legacy_match``) side by side
+instead: on a small sample (5 predictions, 5 GT) and on the dense one, in exact and raster mode, each
+sample run by both matchers back to back so that load on the machine hits both alike.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from coordexp.bench.parse import _DESCS, bench_context
 from coordexp.bind import PRESETS, bind_match, bind_prefix_policy, bind_target, tool_config
 from coordexp.cli import count
 from coordexp.core.coordjson import GeomType, GTObject, serialize
+from coordexp.core.geometry import Shape
 from coordexp.core.match import MatchConfig, match
 from coordexp.core.parse import parse
 from coordexp.core.parse_records import Rollout
@@ -87,9 +92,51 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prefix-policy", choices=("keep", "cut_at_first_invalid", "cut_at_first_duplicate"), default="keep")
     p.add_argument("--seed", type=count(0), default=0)
     p.add_argument("--tokenizer", choices=("fixture", "char"), default="fixture")
+    p.add_argument("--vs-legacy", action="store_true", help="time Match against the legacy matcher instead")
+
+
+def _shapes(text: str, sample: TargetSample) -> tuple[list[Shape], list[Shape]]:
+    """Match inputs of a generated sample: its predictions (from the serialized text) and GT."""
+    import json
+
+    preds = [Shape(GeomType.BBOX, tuple(int(t[8:-2]) for t in v["bbox_2d"])) for v in json.loads(text[: -len(IM_END)]).values()]
+    return preds, [Shape(g.geom_type, g.points) for g in sample.gt]
+
+
+def compare_legacy(args: argparse.Namespace) -> int:
+    """Median ms per Match call, ours vs the legacy matcher, and the ratio of the medians."""
+    from coordexp.bench.legacy_match import legacy_match
+
+    rng = random.Random(args.seed)
+    for name, (matched, fp, missed) in (("small 5x5", (4, 1, 1)), ("dense", (args.matched, args.fp, args.missed))):
+        samples = []
+        for i in range(args.samples):
+            preds, gts = _shapes(*dense_sample(rng, i, matched, fp, missed))
+            plain = ([(s.geom_type.value, s.points) for s in preds], [(s.geom_type.value, s.points) for s in gts])
+            samples.append((preds, gts, *plain))
+        for mode in ("exact", "raster"):
+            cfg = bind_match(tool_config("rollout_matching", iou_mode=mode, prefix_policy="keep"))
+            ours, legacy = [], []
+            for r in range(args.rounds + 1):  # round 0 warms up
+                for preds, gts, lp, lg in samples:
+                    t0 = time.perf_counter()
+                    match(preds, gts, cfg=cfg)
+                    t1 = time.perf_counter()
+                    legacy_match(lp, lg, top_k=cfg.candidate_top_k, gate=cfg.maskiou_gate,
+                                 resolution=cfg.maskiou_resolution)
+                    t2 = time.perf_counter()
+                    if r:
+                        ours.append(t1 - t0)
+                        legacy.append(t2 - t1)
+            a, b = statistics.median(ours) * 1000, statistics.median(legacy) * 1000
+            print(f"match {name:<9} {mode:<6} ours p50 {a:7.3f} ms  legacy p50 {b:7.3f} ms  ratio {a / b:5.2f}")
+    sys.stdout.flush()
+    return 0
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.vs_legacy:
+        return compare_legacy(args)
     label, ctx = bench_context(args.tokenizer)
     rng = random.Random(args.seed)
     samples = []

@@ -216,10 +216,12 @@ class StopState:
 
     # -- object rules: the scanner over the new text --------------------------------------------
     def _objects(self, tok: int) -> StopDecision | None:
-        buf = self._buf
+        buf, flags = self._buf, self.rules.flags
         in_string = self._resume < len(buf)
+        if tok >= len(flags):
+            return None  # an id past the tokenizer (a padded embedding row) has no text; Parse reports it
         buf += self.rules.ctx.piece_bytes[tok]
-        flag = self.rules.flags[tok]
+        flag = flags[tok]
         if flag == 1 or (flag and not in_string):
             open_at = self._scan.run(buf, self._resume)
             self._resume = open_at if open_at >= 0 else len(buf)

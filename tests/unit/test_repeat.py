@@ -305,3 +305,10 @@ def test_the_pairwise_box_iou_is_the_exact_iou_of_geometry(a, b):
     a = (min(a[0], a[2]), min(a[1], a[3]), max(a[0], a[2]), max(a[1], a[3]))
     b = (min(b[0], b[2]), min(b[1], b[3]), max(b[0], b[2]), max(b[1], b[3]))
     assert box_pair_iou(a, b) == pytest.approx(iou(Shape("bbox_2d", a), Shape("bbox_2d", b)), abs=1e-12)
+
+
+def test_an_id_past_the_tokenizer_is_skipped_not_a_crash():
+    """A model's embedding table can be larger than its tokenizer; such an id has no text for the rules."""
+    ids = CHAR.encode(objects_text(FIVE[:2])[:-1]) + [CHAR.vocab_size + 5] + CHAR.encode(', "object_3": {}}')
+    out = apply_stop_rules(ids, rules=rules(max_object_keys=2))
+    assert out.rule is StopRule.MAX_OBJECT_KEYS

@@ -10,11 +10,18 @@ belongs to and the samples it learns. Inputs, one case or ``{"cases": [...]}``:
   step (default all B). Shown: per step ``E``/``M``, sample indices, window step 0, completed steps, and the
   buffer telemetry keys.
 - ``{"config": {...}}``: a whole config mapping; shows the resolved ``rollout_buffer`` section or the error.
+- ``{"run": {"config": {...}, "ops": ["step", "eval", ...]}}``: the real executor on the tiny model (the
+  config's model), step by step; the backend is the configured one, wrapped to count its calls. Shown per op:
+  rollouts generated, the carry buffer's segment keys afterwards, and whether the window's cached packs are
+  bitwise what the E-step packed (a digest of every tensor). Runs with the same input share one execution.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import warnings
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -22,9 +29,9 @@ import attrs
 from coordexp.config import load_config_data, validate
 from coordexp.core.order import DataPosition, ReuseWindow, StepPlan, plan_step
 from coordexp.core.schedule import Channel
-from coordexp.errors import ConfigWarning, SpecError
+from coordexp.errors import ConfigError, ConfigWarning, SpecError
 from coordexp.serde import structure
-from coordexp.spec.runners import each_case
+from coordexp.spec.runners import each_case, expected_error
 
 TRANSITION = "buffer"
 
@@ -79,18 +86,98 @@ def _run_plan(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run_config(data: dict[str, Any]) -> dict[str, Any]:
-    config = load_config_data(data)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConfigWarning)
-        validate(config)
+    try:
+        config = load_config_data(data).config
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConfigWarning)
+            validate(config, env={})
+    except ConfigError as exc:
+        return expected_error(exc)
     buf = config.rollout_matching.rollout_buffer
     return {"rollout_buffer": {"enabled": buf.enabled, "m_steps": buf.m_steps}}
 
 
+class _Counting:
+    """The configured backend, counting the requests it is given (it still generates every one)."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend, self.requests = backend, 0
+
+    def generate(self, requests: Any, *, seed: int | None = None) -> Any:
+        self.requests += len(requests)
+        return self.backend.generate(requests, seed=seed)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.backend, name)
+
+
+def _digest(packs: Any) -> str:
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for batch in packs:
+        for name in sorted(attrs.fields_dict(type(batch))):
+            value = getattr(batch, name)
+            tensors = value.values() if isinstance(value, dict) else [value]
+            for t in tensors:
+                if isinstance(t, torch.Tensor):
+                    h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=4)
+def _run_ops(data_json: str) -> list[dict[str, Any]]:
+    import tempfile
+
+    from coordexp.checkpointing import Checkpointer
+    from coordexp.executor import Executor, total_steps
+    from coordexp.runtime import build_runtime, rollout_backend
+    from coordexp.step_log import StepLogger
+    from coordexp.train import learner_for
+
+    data = json.loads(data_json)
+    with tempfile.TemporaryDirectory() as tmp:
+        config = load_config_data({**data["config"], "training": {**data["config"]["training"], "output_dir": tmp}}).config
+        rt = build_runtime(config)
+        steps = total_steps(rt)
+        rt.learner = learner_for(rt, steps)
+        counting = _Counting(rollout_backend(rt))
+        rt.backend = counting
+        folder = Path(tmp) / "run"
+        ex = Executor(rt, checkpointer=Checkpointer(folder, is_main=True), total_steps=steps)
+        ex.tele = StepLogger(rt, folder, total_steps=steps)
+        out, step = [], 0
+        for op in data["ops"]:
+            before = counting.requests
+            if op == "step":
+                state = ex.run_step(step)
+                shown = {"op": f"step {step}", "kind": "M" if state.reuse else "E"}
+                step += 1
+            elif op == "eval":
+                ex.evaluate(step)
+                shown = {"op": "eval"}
+            else:
+                raise SpecError(f"buffer run: unknown op {op!r} (step | eval)")
+            cached = ex.progress.cached
+            shown.update({
+                "rollouts_generated": counting.requests - before,
+                "carry_buffer": [ref.key for ref in ex.packing.buffer.segments] if ex.packing.buffer else [],
+                "cached_window_step0": ex.progress.window.window_step0,
+                "cached_packs_digest": _digest(cached.packs) if cached is not None else None,
+            })
+            out.append(shown)
+        ex.tele.close()
+        return out
+
+
 def _run_one(case: dict[str, Any]) -> Any:
-    kinds = [k for k in ("plan", "config") if k in case]
+    kinds = [k for k in ("plan", "config", "run") if k in case]
     if len(kinds) != 1 or len(case) != 1:
-        raise SpecError(f"buffer case needs exactly one of plan / config, got {sorted(case)}")
+        raise SpecError(f"buffer case needs exactly one of plan / config / run, got {sorted(case)}")
+    if kinds[0] == "run":
+        return _run_ops(json.dumps(case["run"], sort_keys=True))
     return _run_plan(case["plan"]) if kinds[0] == "plan" else _run_config(case["config"])
 
 

@@ -247,7 +247,7 @@ def test_sync_adapter_needs_lora():
 
 def test_train_jsonl_required_and_synthetic_checked():
     assert one_error(ab(), "custom.train_jsonl=null").startswith("custom.train_jsonl: is required")
-    assert "unknown synthetic data kind" in one_error(ab(), "custom.train_jsonl='synthetic://coco?n=3'")
+    assert "unknown generator 'coco'" in one_error(ab(), "custom.train_jsonl='synthetic://coco?n=3&seed=0'")
 
 
 def test_eval_needs_val_jsonl():

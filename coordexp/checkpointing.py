@@ -3,7 +3,8 @@
 ``training.save_strategy``: ``steps`` every ``save_steps`` (none before ``save_delay_steps``), ``epoch`` at
 each epoch end, ``best`` whenever the eval metric improves, ``no`` never (except a Ctrl-C stop, which
 always leaves a checkpoint to resume from). Any strategy but ``no`` also saves after the last step, so a
-finished run always ends with a loadable model. ``save_total_limit`` keeps the newest N, never the best.
+finished run always ends with a loadable model; ``save_last_epoch`` saves there even under ``no``.
+``save_total_limit`` keeps the newest N, never the best.
 
 The trainer state (``trainer_state.json``) holds the step, the data position and the best metric; the
 carry buffer of packing (segments selected by no pack yet) goes to ``carry_buffer.pt``, so a resumed run
@@ -27,6 +28,13 @@ from coordexp.runfolder import TRAINER_STATE, prune, read_trainer_state, write_j
 if TYPE_CHECKING:
     from coordexp.executor import Executor
 
+CONFIG_READS = (
+    "training.save_strategy",
+    "training.save_steps",
+    "training.save_delay_steps",
+    "training.save_total_limit",
+    "training.save_last_epoch",
+)
 CARRY_FILE = "carry_buffer.pt"
 STATE_FORMAT = 1
 _SEGMENT_FIELDS = tuple(f.name for f in attrs.fields(Segment) if f.name != "key")
@@ -40,6 +48,8 @@ class Checkpointer:
 
     def due(self, ex: Executor, done: int, *, final: bool) -> bool:
         t = ex.rt.config.training
+        if final and t.save_last_epoch:
+            return True
         if t.save_strategy == "no":
             return False
         if final:

@@ -27,6 +27,7 @@ import attrs
 
 from coordexp.core.order import DataPosition, ReuseWindow, StepPlan, plan_step, rank_share, steps_per_epoch
 from coordexp.core.schedule import Channel, RealizedRatio, channel_for_step
+from coordexp.eval.detection import best_metric_key, is_better
 from coordexp.machine import StepMachine
 from coordexp.packing import PackingState, pack_step
 from coordexp.runtime import Runtime
@@ -37,6 +38,17 @@ if TYPE_CHECKING:
 from coordexp.stages import Item, StepState, StepWork
 
 log = logging.getLogger("coordexp")
+CONFIG_READS = (
+    "training.seed",
+    "training.dataloader_drop_last",
+    "training.max_steps",
+    "training.num_train_epochs",
+    "training.eval_strategy",
+    "training.eval_steps",
+    "training.per_device_eval_batch_size",
+    "training.metric_for_best_model",
+    "training.greater_is_better",
+)
 
 
 @attrs.define
@@ -130,14 +142,21 @@ class Executor:
 
     # -- evaluation ---------------------------------------------------------------------------
     def evaluate(self, step: int) -> dict[str, float]:
+        """Production-style evaluation: rollout -> parse -> match on this rank's share of the eval set, in
+        batches of ``per_device_eval_batch_size`` (default ``decode_batch_size``; the backend still decodes
+        ``decode_batch_size`` at a time), metrics summed over batches and ranks. Never reuses the buffer."""
         rt = self.rt
-        state = StepState(step=step, channel=Channel.B, is_eval=True)
+        size = rt.config.training.per_device_eval_batch_size or rt.bound.decoding.decode_batch_size
         share = [rt.val[i] for i in rank_share(tuple(range(len(rt.val))), rank=rt.dist.rank, world=rt.dist.world)]
-        state.items = [Item(s, rt.target_sample(s, epoch=0)) for s in share]
-        work = StepWork(rt, state, select=lambda s: None, pack=lambda s: None, log=lambda s: None)
         started = time.perf_counter()
-        StepMachine(work, trace=state.trace).run_eval()
-        metrics = self.tele.eval_done(state, self, seconds=time.perf_counter() - started)
+        batches = []
+        for start in range(0, len(share), size):
+            state = StepState(step=step, channel=Channel.B, is_eval=True)
+            state.items = [Item(s, rt.target_sample(s, epoch=0)) for s in share[start : start + size]]
+            work = StepWork(rt, state, select=lambda s: None, pack=lambda s: None, log=lambda s: None)
+            StepMachine(work, trace=state.trace).run_eval()
+            batches.append(state)
+        metrics = self.tele.eval_done(batches, self, step=step, seconds=time.perf_counter() - started)
         if self.progress.first_eval is None:
             self.progress.first_eval = metrics
         self.progress.last_eval = metrics
@@ -145,7 +164,8 @@ class Executor:
 
     # -- the loop -----------------------------------------------------------------------------
     def train(self) -> Progress:
-        t = self.rt.config.training
+        if self._eval_enabled():
+            best_metric_key(self.rt.config.training.metric_for_best_model)  # a bad name fails before step 0
         previous = signal.signal(signal.SIGINT, self._on_sigint) if self.rt.dist.is_main else None
         try:
             if self._eval_enabled() and self.progress.step == 0:
@@ -197,15 +217,11 @@ class Executor:
 
     def _track_best(self, step: int, metrics: dict[str, float]) -> None:
         t = self.rt.config.training
-        key = t.metric_for_best_model
-        value = metrics.get(key if key.startswith("eval_") else f"eval_{key}")
-        if value is None:
-            return
-        best = self.progress.best_metric
-        if best is None or (value > best if t.greater_is_better else value < best):
+        value = metrics.get(best_metric_key(t.metric_for_best_model))
+        if value is not None and is_better(t.metric_for_best_model, value, self.progress.best_metric,
+                                           t.greater_is_better):
             self.progress.best_metric = value
             self.ckpt.on_new_best(self, step)
-
 
 def total_steps(rt: Runtime) -> int:
     """``training.max_steps``, else ``num_train_epochs`` passes (each window counted m_steps times)."""

@@ -19,10 +19,10 @@ from coordexp.bind import Bound, bind
 from coordexp.config import Config, Derived, derive
 from coordexp.core.coordjson import serialize
 from coordexp.core.tokens import TokenContext
-from coordexp.errors import ConfigError
 from coordexp.data.dataset import load_samples
 from coordexp.data.prompts import Prompts, build_messages, resolve_prompts
 from coordexp.data.records import Sample, open_images, target_sample
+from coordexp.errors import ConfigError, DataError
 from coordexp.learn.encode import encode_prompt, gt_segment
 from coordexp.learn.model import LoadedModel, load_model_from_config
 from coordexp.learn.segments import target_segment
@@ -35,6 +35,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("coordexp")
 T = TypeVar("T")
+CONFIG_READS = (
+    "training.world_size",
+    "training.seed",
+    "training.dataloader_num_workers",
+    "custom.train_jsonl",
+    "custom.val_jsonl",
+    "custom.image_root",
+    "custom.train_sample_limit",
+    "custom.val_sample_limit",
+    "custom.object_ordering",
+)
 
 
 @attrs.frozen
@@ -109,9 +120,30 @@ class Runtime:
         return self.config.training.seed
 
     # per-sample work the stages ask for
+    def decode_images(self, items: list[Item]) -> None:
+        """Decode the items' images, on ``training.dataloader_num_workers`` threads when > 0.
+
+        A sample whose image cannot be read keeps ``images`` None; ``encode_prompt`` then raises its
+        DataError for that sample alone, which the stage counts as a drop.
+        """
+        workers = self.config.training.dataloader_num_workers
+        if workers <= 0 or len(items) < 2:
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        def decode(item: Item) -> None:
+            try:
+                item.images = open_images(item.sample)
+            except DataError:
+                item.images = None
+
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="coordexp-images") as pool:
+            list(pool.map(decode, items))
+
     def encode_prompt(self, item: Item) -> None:
         """The item's chat turns and their encoding (the image is decoded and processed once per sample)."""
-        item.messages = build_messages(item.sample, open_images(item.sample), self.prompts)
+        images = item.images if item.images is not None else open_images(item.sample)
+        item.messages = build_messages(item.sample, images, self.prompts)
         item.encoding = encode_prompt(self.processor, item.messages)
 
     def request(self, item: Item) -> RolloutRequest:

@@ -27,9 +27,9 @@ from coordexp.core.target_records import TargetSample, TrainTarget
 from coordexp.errors import AppendError, DataError, PackingError, TargetError, TokenizerError
 
 if TYPE_CHECKING:
+    from coordexp.backends.protocol import RolloutResult
     from coordexp.core.order import StepPlan
     from coordexp.core.pack import Pack
-    from coordexp.backends.protocol import RolloutResult
     from coordexp.data.records import Sample
     from coordexp.learn.encode import Encoding
     from coordexp.learn.learner import StepStats
@@ -46,6 +46,7 @@ class Item:
 
     sample: Sample
     target_sample: TargetSample
+    images: list[Any] | None = None  # decoded pixels (PIL), filled just before the prompt is encoded
     messages: list[dict[str, Any]] | None = None  # the chat turns of the prompt
     encoding: Encoding | None = None  # the prompt, as the rollout backend and the learner see it
     result: RolloutResult | None = None
@@ -167,6 +168,7 @@ class StepWork:
         return f"{item.sample.sample_id}@{self.state.step}"
 
     def _encode_prompts(self) -> list[Item]:
+        self.rt.decode_images([it for it in self.state.live() if it.encoding is None])
         for item in self.state.live():
             if item.encoding is None:
                 self._guarded(item, "prompt", self.rt.encode_prompt)

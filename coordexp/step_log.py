@@ -35,6 +35,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("coordexp")
 LOG_FILE, TRACE_FILE = "logging.jsonl", "trace.jsonl"
+CONFIG_READS = (
+    "training.logging_steps",
+    "training.logging_first_step",
+    "training.logging_dir",
+    "custom.extra.rollout_matching.record_rollouts",
+    "custom.extra.rollout_matching.debug_dump_parse_failures",
+    "custom.extra.rollout_matching.debug_dump_max",
+)
+PARSE_LOG_CHARS = 300  # of raw and prefix text per logged parse failure
 
 
 def outcome(item: Item, rt: Runtime, *, with_target: bool) -> SampleOutcome:
@@ -90,6 +99,7 @@ class StepLogger:
         state.metrics.update(metrics)
         self.window.add(metrics, state.step)
         self._trace(state)
+        self._log_parse_failures(state)
         self._dump(state)
         self._record(state, mode="train")
         self._progress(state, metrics)
@@ -147,26 +157,40 @@ class StepLogger:
         self.sinks.write(LogRecord("train", done, record))
 
     # -- evaluation -------------------------------------------------------------------------------
-    def eval_done(self, state: StepState, ex: Executor, *, seconds: float) -> dict[str, float]:
+    def eval_done(self, batches: list[StepState], ex: Executor, *, step: int, seconds: float) -> dict[str, float]:
         rt = self.rt
-        outcomes = [outcome(it, rt, with_target=False) for it in state.live() if it.matched is not None]
+        outcomes = [outcome(it, rt, with_target=False) for b in batches for it in b.live() if it.matched is not None]
         window = MetricWindow(variant=rt.bound.variant, mode=Mode.EVAL)
-        dec = rt.bound.decoding
-        batches = -(-len(state.items) // dec.decode_batch_size) if state.items else 0
         window.add(merge_metrics(eval_metrics(outcomes, ctx=rt.ctx),
-                                 {"eval_time/runtime_s": seconds, "eval_time/steps": float(batches)}), state.step)
+                                 {"eval_time/runtime_s": seconds, "eval_time/steps": float(len(batches))}), step)
         record = finalize(reduce_across_ranks(window.drain()))
-        self.sinks.write(LogRecord("eval", state.step, record))
-        self._trace(state)
-        self._record(state, mode="eval")
+        self.sinks.write(LogRecord("eval", step, record))
+        for b in batches:
+            self._trace(b)
+            self._record(b, mode="eval")
         self.last_eval = record
         f1 = record.get("eval_rollout/f1", 0.0)
-        self.bar.write(f"eval @ step {state.step}: F1 {f1:.3f}, precision {record.get('eval_rollout/precision', 0):.3f}, "
-                       f"recall {record.get('eval_rollout/recall', 0):.3f} on {len(state.items)} samples")
+        n = int(record.get("eval_rollout/samples", 0))
+        self.bar.write(f"eval @ step {step}: F1 {f1:.3f}, precision {record.get('eval_rollout/precision', 0):.3f}, "
+                       f"recall {record.get('eval_rollout/recall', 0):.3f}, parse-valid "
+                       f"{record.get('eval_rollout/parse_valid_rate', 0):.2f} on {n} samples")
         return record
 
+    def _log_parse_failures(self, state: StepState) -> None:
+        """``debug_dump_parse_failures``: the first ``debug_dump_max`` rollouts of the step with parse drops or a
+        truncation, clipped, in the log (the counts are metrics either way)."""
+        rm = self.rt.config.rollout_matching
+        if not rm.debug_dump_parse_failures or state.reuse:
+            return
+        failed = [it for it in state.live() if it.parsed is not None and (it.parsed.dropped or it.parsed.truncated)]
+        for it in failed[: rm.debug_dump_max]:
+            p = it.parsed
+            log.warning("step %d sample %s: %d dropped %s%s; raw %r; prefix %r", state.step, it.sample.sample_id,
+                        p.n_dropped, [d.reason.value for d in p.dropped][:5], ", truncated" if p.truncated else "",
+                        p.response_text[:PARSE_LOG_CHARS], p.prefix_text[:PARSE_LOG_CHARS])
+
     def _trace(self, state: StepState) -> None:
-        """The states the step visited, with its channel and drops: one JSON line per step (or evaluation)."""
+        """The states the step visited, with its channel and drops: one JSON line per step (or eval batch)."""
         if self.traces is None:
             return
         row = {"step": state.step, "mode": "eval" if state.is_eval else "train", "channel": state.channel.value,

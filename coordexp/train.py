@@ -22,6 +22,7 @@ from coordexp.runtime import Runtime, build_runtime, distributed_from_env, rollo
 from coordexp.step_log import StepLogger
 
 log = logging.getLogger("coordexp")
+CONFIG_READS = ("training.output_dir", "training.run_name")
 
 
 @attrs.frozen

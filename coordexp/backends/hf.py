@@ -78,8 +78,9 @@ class StopRulesProcessor(LogitsProcessor):
     def _force(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self.replay:
             forced = [self._replayed(row) for row in input_ids[:, self.prompt_width :].tolist()]
-        else:
-            forced = self.batch.step(input_ids[:, -1].tolist())
+        else:  # (numpy's view of a CPU tensor reads the last column faster than torch indexing)
+            last = input_ids.numpy()[:, -1] if input_ids.device.type == "cpu" else input_ids[:, -1]
+            forced = self.batch.step(last.tolist())
         rows = [r for r, tok in enumerate(forced) if tok is not None]
         if rows:
             index = torch.tensor(rows, device=scores.device)

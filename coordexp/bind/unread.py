@@ -18,20 +18,15 @@ def _keys(prefix: str, *names: str) -> tuple[str, ...]:
     return tuple(f"{prefix}.{n}" for n in names)
 
 
-EXECUTOR = "the executor (issue 8 items 6-7) reads it; it declares CONFIG_READS once it lands"
-DATA = "data and prompts (issue 8 item 5, coordexp.data): the loader declares CONFIG_READS once wired to the config"
+DEEPSPEED = ("the executor trains with DDP under torchrun, not DeepSpeed; the config refuses any value but null, "
+             "and the key stays only so that legacy configs get that clear refusal instead of an unknown-key error")
 VLLM = "the vLLM rollout backends (colocate / server) are not built yet (issue 12)"
-TELEMETRY = ("monitor dumps, parse-failure logs and rollout recording belong to the run folder / telemetry "
-             "(issue 8 item 7); its module declares CONFIG_READS once it lands")
 AB_LOSSES = ("Channel-A soft self-context and the AB geometry / coord regularizer losses are not wired into the learner "
              "yet (Channel-A is plain GT teacher forcing in issue 8; soft self-context comes in a later issue)")
 
 _GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("by design only the config's length-budget check reads it (an estimate of the prompt length, nothing at "
      "runtime)", (f"{RM}.prompt_len_estimate",)),
-    (TELEMETRY, (
-        *_keys(RM, "debug_dump_parse_failures", "debug_dump_max", "record_rollouts"),
-    )),
     ("the desc monitor (reference rollout 11.2, metrics only) is not built yet", _keys(
         f"{RM}.desc_monitor", "enabled", "mode", "every_steps", "max_pairs", "semantic_threshold", "semantic_model",
         "semantic_device", "semantic_batch_size", "semantic_max_length")),
@@ -51,16 +46,7 @@ _GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (AB_LOSSES, _keys(AB, "n_softctx_iter", "softctx_grad_mode", "softctx_temperature", "bbox_smoothl1_weight",
                       "bbox_ciou_weight", "coord_ce_weight", "coord_el1_weight", "coord_ehuber_weight",
                       "coord_huber_delta", "coord_entropy_weight")),
-    (DATA, (
-        *_keys("custom", "train_jsonl", "val_jsonl", "image_root", "train_sample_limit", "val_sample_limit",
-               "object_ordering", "user_prompt", "user_prompt_file", "system_prompt", "system_prompt_file"),
-        "model.max_pixels",
-    )),
-    (EXECUTOR, _keys(
-        "training", "per_device_eval_batch_size", "dataloader_drop_last", "dataloader_num_workers", "deepspeed",
-        "seed", "max_steps", "num_train_epochs", "eval_strategy", "eval_steps", "save_strategy", "save_steps",
-        "save_total_limit", "save_delay_steps", "save_last_epoch", "metric_for_best_model", "greater_is_better",
-        "logging_steps", "logging_first_step", "output_dir", "logging_dir", "run_name")),
+    (DEEPSPEED, ("training.deepspeed",)),
 )
 
 

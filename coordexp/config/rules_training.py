@@ -113,4 +113,12 @@ def packing_mode(config: Config, _d: Derived, out: Findings) -> None:
                   f"channel_b.mode: {'step' if mode == 'step' else 'micro'}")
 
 
-RULES = (packing, packing_mode, ab_batch, sft_batch, channel_b_mode, checkpoints)
+def distributed(config: Config, _d: Derived, out: Findings) -> None:
+    """coordexp scales the learner with DDP under torchrun; a DeepSpeed config would be silently ignored."""
+    if config.training.deepspeed is not None:
+        out.error("training.deepspeed", f"is {config.training.deepspeed!r}, but coordexp does not run DeepSpeed (the "
+                  "learner scales with DDP under torchrun; FSDP is planned for large full fine-tunes)",
+                  "set training.deepspeed: null and launch with `torchrun --nproc_per_node N -m coordexp.run ...`")
+
+
+RULES = (packing, packing_mode, ab_batch, sft_batch, channel_b_mode, checkpoints, distributed)

@@ -30,7 +30,7 @@ class TrainingConfig:
         None, help="Learner processes; null = the WORLD_SIZE environment variable at validation time, else 1."
     )
     dataloader_drop_last: bool = knob(False, help="Drop the final partial batch / accumulation window of an epoch.")
-    dataloader_num_workers: int = knob(0, help="Data loading worker processes (>= 0).")
+    dataloader_num_workers: int = knob(0, help="Threads that decode a step's images in parallel (>= 0; 0 = in the main thread).")
     # --- post-rollout packing ---
     packing: bool = knob(False, help="Pack teacher-forced segments into rows of `global_max_length` tokens.")
     packing_buffer: int = knob(512, help="Maximum buffered segments waiting for a pack (> 0).")

@@ -321,11 +321,8 @@ class StopBatch:
         out: list[int | None] = []
         for state, tok in zip(self.states, tokens, strict=True):
             state.advance(tok)
-            out.append(state.next_forced())
+            out.append(None if state.decision is None else state.next_forced())
         return out
-
-    def forced_now(self) -> list[int | None]:
-        return [s.next_forced() for s in self.states]
 
 
 def apply_stop_rules(completion_ids: Sequence[int], *, rules: StopRules) -> StopOutcome:

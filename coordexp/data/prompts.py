@@ -54,6 +54,13 @@ _SYSTEM = """You are a visual detection assistant. Report what you see as one JS
 - If there is nothing to report, answer {{}}."""
 
 
+CONFIG_READS = (
+    "custom.user_prompt",
+    "custom.user_prompt_file",
+    "custom.system_prompt",
+    "custom.system_prompt_file",
+)
+
 @attrs.frozen
 class Prompts:
     """The texts of one run's prompt; ``system`` None means no system turn."""

@@ -43,6 +43,7 @@ CONFIG_READS = (
     "model.model",
     "model.torch_dtype",
     "model.attn_impl",
+    "model.max_pixels",
 )
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -233,11 +234,25 @@ def load_model(
     return LoadedModel(model, processor, coord_ids, added, family)
 
 
+def limit_image_pixels(processor: Any, max_pixels: int) -> None:
+    """Resize images above ``max_pixels`` (area) before patching, as ``model.max_pixels`` asks.
+
+    The Qwen-VL image processors keep the pixel budget as ``size.longest_edge`` (an area, despite the name);
+    the smallest allowed area is kept unless it exceeds the new budget.
+    """
+    ip = processor.image_processor
+    shortest = ip.size.get("shortest_edge") if hasattr(ip.size, "get") else ip.size.shortest_edge
+    ip.size = {"shortest_edge": min(shortest or max_pixels, max_pixels), "longest_edge": max_pixels}
+
+
 def load_model_from_config(model_cfg: ModelConfig, tuner_cfg: TunerConfig) -> LoadedModel:
     """``load_model`` with the ``model.*`` section's values."""
-    return load_model(
+    loaded = load_model(
         model_cfg.model, dtype=model_cfg.torch_dtype, tuner_cfg=tuner_cfg, attn_impl=model_cfg.attn_impl
     )
+    if model_cfg.max_pixels is not None:
+        limit_image_pixels(loaded.processor, model_cfg.max_pixels)
+    return loaded
 
 
 def unwrap(model: torch.nn.Module) -> PreTrainedModel:

@@ -7,7 +7,14 @@ import re
 
 import pytest
 
-from coordexp.core.coordjson import GeomType, GTObject, Layout, append_start_index, serialize, serialize_append
+from coordexp.core.coordjson import (
+    GeomType,
+    GTObject,
+    Layout,
+    append_start_index,
+    serialize,
+    serialize_append,
+)
 from coordexp.core.scan import OBJECTS_ARRAY, desc_value_spans, scan
 from coordexp.core.text import TokenText
 from coordexp.core.tokens import char_context

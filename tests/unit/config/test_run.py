@@ -65,10 +65,27 @@ def test_cross_field_error_exits_2(tmp_path, capsys):
     assert "decoding.top_k: must be -1" in capsys.readouterr().err
 
 
-def test_without_dry_run_says_training_is_not_implemented(tmp_path, capsys):
+def test_print_machine_prints_the_step_machine(tmp_path, capsys):
     path = write_yaml(tmp_path, "ok.yaml", ab())
-    assert run.main(["--config", str(path)]) == 3
-    assert "not implemented yet" in capsys.readouterr().err
+    assert run.main(["--config", str(path), "--print-machine"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("---") and "stateDiagram-v2" in out
+    assert "Schedule --> BuildTarget: advance [is_channel_a]" in out and "Pack --> Log: advance [!has_segments]" in out
+
+
+def test_missing_data_exits_2_naming_the_key(tmp_path, capsys):
+    data = ab()
+    data["custom"]["train_jsonl"] = str(tmp_path / "nowhere.jsonl")
+    path = write_yaml(tmp_path, "bad.yaml", data)
+    assert run.main(["--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "custom.train_jsonl" in err and "nowhere.jsonl" in err and "Traceback" not in err
+
+
+def test_resume_of_a_folder_without_checkpoints_exits_2(tmp_path, capsys):
+    path = write_yaml(tmp_path, "ok.yaml", ab())
+    assert run.main(["--config", str(path), "--resume", str(tmp_path)]) == 2
+    assert "no checkpoint to resume from" in capsys.readouterr().err
 
 
 def test_help_documents_every_flag(capsys):
@@ -76,7 +93,7 @@ def test_help_documents_every_flag(capsys):
         run.main(["--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
-    for flag in ("--config", "--base_config", "--set", "--dry-run", "Exit codes"):
+    for flag in ("--config", "--base_config", "--set", "--dry-run", "--print-machine", "--resume", "Exit codes"):
         assert flag in out
 
 

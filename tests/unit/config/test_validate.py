@@ -177,9 +177,15 @@ def test_vllm_needs_greedy_decode_mode():
 
 
 def test_offload_with_deepspeed_is_refused_with_mitigations():
-    message = one_error(ab(), f"{RM}.offload.enabled=true", "training.deepspeed=zero2")
-    assert message.startswith(f"{RM}.offload.enabled: rollout offload is not supported with DeepSpeed")
-    assert "switch rollout_backend=hf" in message
+    found = errors(ab(), f"{RM}.offload.enabled=true", "training.deepspeed=zero2")
+    offload = [m for m in found if m.startswith(f"{RM}.offload.enabled: rollout offload is not supported with DeepSpeed")]
+    assert len(offload) == 1 and "switch rollout_backend=hf" in offload[0]
+
+
+def test_deepspeed_is_refused_with_the_ddp_route():
+    message = one_error(ab(), "training.deepspeed=zero2")
+    assert message.startswith("training.deepspeed: is 'zero2', but coordexp does not run DeepSpeed")
+    assert "torchrun --nproc_per_node" in message
 
 
 def test_offload_without_effect_warns():

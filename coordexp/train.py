@@ -17,6 +17,7 @@ from coordexp.config import Config, config_to_yaml
 from coordexp.errors import ConfigError
 from coordexp.executor import Executor, Progress, total_steps
 from coordexp.learn.learner import Learner
+from coordexp.learn.tuner import upcast_trainable
 from coordexp.runfolder import CONFIG_FILE, latest_checkpoint, run_dir
 from coordexp.runtime import Runtime, build_runtime, distributed_from_env, rollout_backend
 from coordexp.step_log import StepLogger
@@ -73,6 +74,9 @@ def learner_for(rt: Runtime, steps: int) -> Learner:
     model = rt.model
     if rt.dist.world > 1:
         from torch.nn.parallel import DistributedDataParallel
+
+        if rt.config.training.bf16:
+            upcast_trainable(model)  # fp32 master weights before DDP builds its buckets
 
         ids = [rt.device.index] if rt.device.type == "cuda" else None
         model = DistributedDataParallel(model, device_ids=ids)

@@ -99,7 +99,7 @@ def _shapes(text: str, sample: TargetSample) -> tuple[list[Shape], list[Shape]]:
     """Match inputs of a generated sample: its predictions (from the serialized text) and GT."""
     import json
 
-    preds = [Shape(GeomType.BBOX, tuple(int(t[8:-2]) for t in v["bbox_2d"])) for v in json.loads(text[: -len(IM_END)]).values()]
+    preds = [Shape(GeomType.BBOX, tuple(int(t[8:-2]) for t in v[GeomType.BBOX.value])) for v in json.loads(text[: -len(IM_END)]).values()]
     return preds, [Shape(g.geom_type, g.points) for g in sample.gt]
 
 

@@ -4,7 +4,7 @@
     bound.match, bound.target, bound.prefix_policy, bound.schedule, bound.coord_loss,
     bound.packing, bound.rollout_buffer, bound.decoding, bound.stop_rules, bound.derived
 
-``coordexp.bind.transitions`` holds one ``bind_*`` function per record; nothing else in the project turns a
+``coordexp.bind.transitions`` and ``coordexp.bind.rollout`` hold one ``bind_*`` function per record; nothing else turns a
 config section into a core record. Importing this package pulls in no torch: ``bind_coord_loss`` imports the
 torch-side record when it is called. ``coordexp.bind.reach`` checks that every key of the schema is read by
 some code path (or listed, with its reason, in ``coordexp.bind.unread``).

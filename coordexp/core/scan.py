@@ -51,7 +51,7 @@ EVENT = re.compile(rb'"([^"\\]*(?:\\.[^"\\]*)*)(")?|[{}\[\],:]', re.S)
 """A whole JSON string (group 1 its raw content, group 2 None when unterminated) or one structural byte."""
 
 _OBJECT_KEY = re.compile(rb"object_([0-9]+)")
-_GEOM_KEYS = frozenset(g.value.encode() for g in GeomType)
+_GEOMETRY = frozenset(g.value.encode() for g in GeomType)  # keys, as raw bytes
 _ARRAY_KEY = ARRAY_KEY.encode()
 _QUOTE, _COMMA, _COLON, _LBRACE, _RBRACE, _LBRACKET = 34, 44, 58, 123, 125, 91
 _DESC = b"desc"
@@ -230,7 +230,7 @@ class _Scanner:
             return
         self.bdepth += 1
         cur = self.current
-        if self.depth == 2 and cur is not None and cur.cap_state != _ACTIVE and self.last_key in _GEOM_KEYS:
+        if self.depth == 2 and cur is not None and cur.cap_state != _ACTIVE and self.last_key in _GEOMETRY:
             # a later array under a geometry key replaces an earlier one, as json.loads does
             cur.cap_state, cur.cap_target, cur.cap_from = _ACTIVE, self.bdepth - 1, pos + 1
         elif (

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from coordexp.core.coordjson import Layout
+from coordexp.core.coordjson import GeomType, Layout
 from coordexp.core.match import MatchConfig
 from coordexp.core.parse_records import Rollout
 from coordexp.core.prefix_policy import PrefixPolicyConfig
@@ -169,7 +169,7 @@ def _closure(case: dict[str, Any]) -> dict[str, Any]:
 
 def _bbox_only_gt(case: dict[str, Any]) -> dict[str, Any]:
     gt = gt_objects(case["gt"], where=f"sample {case.get('sample_id', 's0')}", bbox_only=True)
-    return {"gt": [{"desc": g.desc, "bbox_2d": list(g.points)} for g in gt]}
+    return {"gt": [{"desc": g.desc, GeomType.BBOX.value: list(g.points)} for g in gt]}
 
 
 _MODES = {"build": _build, "closure": _closure, "bbox_only_gt": _bbox_only_gt}

@@ -19,7 +19,9 @@ contexts.
 What a firing rule forces: token rules force ``<|im_end|>`` and Parse makes the final cut (after the
 last complete object). Object rules first force the text that closes what is open (a key string, the
 root brace), then ``<|im_end|>``: a rollout capped at K objects ends ``..., "object_"}<|im_end|>`` and
-parses to exactly K objects, not truncated (the legacy cap fired on the K-th key and kept K-1).
+parses to exactly K objects, not truncated (the legacy cap fired on the K-th key and kept K-1). Text
+already emitted stays: a duplicate closed by BPE's fused ``"]},`` ends ``"]},}<|im_end|>``, not JSON, but
+Parse cuts after the last object either way.
 ``apply_stop_rules`` replays the same state over finished ids, for a backend that cannot stop early,
 and yields the ids a stopping backend would have produced; so every backend gives the same rollout.
 """

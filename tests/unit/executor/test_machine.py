@@ -67,3 +67,11 @@ def test_every_stage_is_reachable_and_log_ends_every_path():
     dests = {dest for _, _, dest, _ in TRANSITIONS}
     assert set(STAGES) <= dests
     assert {src for trig, src, _, _ in TRANSITIONS if trig == "finish"} == {LOG}
+
+
+def test_the_training_guide_draws_the_machine_as_it_is():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "training.md").read_text(encoding="utf-8")
+    arrows = lambda text: [line.strip() for line in text.splitlines() if "-->" in line and "[*]" not in line]  # noqa: E731
+    assert arrows(doc) == arrows(mermaid())

@@ -121,4 +121,4 @@ def _load_carry(ex: Executor, checkpoint: Path) -> None:
     pk = ex.packing
     segments = [Segment(**row) for row in rows]
     pk.store.update({s.key: s for s in segments})
-    pk.buffer = attrs.evolve(pk._fresh_buffer(pk.capacity), segments=tuple(SegmentRef(s.key, s.length) for s in segments))
+    pk.buffer = attrs.evolve(pk.plan.new_buffer(), segments=tuple(SegmentRef(s.key, s.length) for s in segments))

@@ -81,8 +81,7 @@ class Executor:
     # -- one step -----------------------------------------------------------------------------
     @property
     def m_steps(self) -> int:
-        buf = self.rt.bound.rollout_buffer
-        return buf.m_steps if buf.enabled else 1
+        return self.rt.bound.rollout_buffer.reuse_steps
 
     def channel(self, step: int) -> Channel:
         schedule = self.rt.bound.schedule
@@ -229,7 +228,5 @@ def total_steps(rt: Runtime) -> int:
     if t.max_steps is not None:
         return t.max_steps
     per_epoch = steps_per_epoch(len(rt.train), per_step=rt.derived.samples_per_step, drop_last=t.dataloader_drop_last)
-    buf = rt.bound.rollout_buffer
-    reuse = buf.m_steps if buf.enabled else 1
-    return max(1, round(per_epoch * t.num_train_epochs * reuse))
+    return max(1, round(per_epoch * t.num_train_epochs * rt.bound.rollout_buffer.reuse_steps))
 

@@ -24,18 +24,15 @@ from coordexp.core.pack import Pack, PackBuffer, SegmentRef, drain, insert, pop_
 from coordexp.learn.packed import Segment, TrainBatch, pack_segments, pad_segments
 
 if TYPE_CHECKING:
+    from coordexp.bind import PackingPlan
     from coordexp.runtime import Runtime
 
 
 @attrs.define
 class PackingState:
-    """The rank-local carry buffer and the segments it refers to."""
+    """The rank-local carry buffer and the segments it refers to; ``plan`` None means packing is off."""
 
-    enabled: bool
-    mode: str  # "carry" | "step"
-    cap: int  # tokens per row (global_max_length)
-    capacity: int  # segments (training.packing_buffer)
-    min_fill_ratio: float
+    plan: PackingPlan | None  # coordexp.bind: cap, buffer size, min fill, mode
     micro_batch: int  # per_device_train_batch_size
     pad_token_id: int
     buffer: PackBuffer | None = None
@@ -43,20 +40,9 @@ class PackingState:
 
     @classmethod
     def from_runtime(cls, rt: Runtime) -> PackingState:
-        t = rt.config.training
         pad = rt.processor.tokenizer.pad_token_id
-        return cls(
-            enabled=t.packing,
-            mode=rt.derived.packing_mode or "carry",
-            cap=rt.config.global_max_length,
-            capacity=t.packing_buffer,
-            min_fill_ratio=t.packing_min_fill_ratio,
-            micro_batch=t.per_device_train_batch_size,
-            pad_token_id=pad if pad is not None else 0,
-        )
-
-    def _fresh_buffer(self, capacity: int) -> PackBuffer:
-        return PackBuffer(capacity=capacity, cap=self.cap, min_fill_ratio=self.min_fill_ratio)
+        return cls(plan=rt.bound.packing, micro_batch=rt.config.training.per_device_train_batch_size,
+                   pad_token_id=pad if pad is not None else 0)
 
     @property
     def carried(self) -> int:
@@ -69,7 +55,7 @@ def _micro_batches(segments: Sequence[Segment], size: int) -> list[list[Segment]
 
 def _row(state: PackingState, pack: Pack, model: torch.nn.Module) -> TrainBatch:
     segs = [state.store.pop(ref.key) for ref in pack.segments]
-    return pack_segments(segs, model=model, cap=state.cap)
+    return pack_segments(segs, model=model, cap=state.plan.cap)
 
 
 def pack_step(
@@ -78,18 +64,19 @@ def pack_step(
     """This step's batches and the core packs they were built from (none when packing is off)."""
     if not segments and state.carried == 0:
         return [], []
-    if not state.enabled:
+    plan = state.plan
+    if plan is None:
         return [pad_segments(mb, pad_token_id=state.pad_token_id) for mb in _micro_batches(segments, state.micro_batch)], []
     refs = [SegmentRef(s.key, s.length) for s in segments]
     for s in segments:
         state.store[s.key] = s
-    if state.mode == "step":
-        buffer = insert(state._fresh_buffer(max(state.capacity, len(refs))), refs)
-        packs = drain(buffer)
+    if plan.mode == "step":
+        # the whole step at once: a buffer as large as the step, drained (nothing carries over)
+        packs = list(drain(insert(attrs.evolve(plan.new_buffer(), capacity=max(plan.buffer_size, len(refs))), refs)))
     else:
         packs = []
-        buffer = state.buffer or state._fresh_buffer(state.capacity)
-        for mb in _micro_batches(refs, state.micro_batch) or [[]]:
+        buffer = state.buffer or plan.new_buffer()
+        for mb in _micro_batches(refs, state.micro_batch) or [[]]:  # no new segment: still learn the carried ones
             buffer = insert(buffer, mb)
             if buffer.size:
                 pack, buffer = pop_pack(buffer)

@@ -89,7 +89,7 @@ def _budget(data: dict[str, Any]) -> dict[str, Any]:
         scheduled = Channel.B if bound.schedule is None else channel_for_step(step, schedule=bound.schedule)
         plan = plan_step(step, scheduled=scheduled, position=position, window=window, n=n,
                          per_step=d.samples_per_step, seed=t.seed, drop_last=t.dataloader_drop_last,
-                         m_steps=buf.m_steps if buf.enabled else 1)
+                         m_steps=buf.reuse_steps)
         shares = [rank_share(plan.indices, rank=r, world=case.world) for r in range(case.world)]
         trace = StepMachine(_PathOnly(plan.channel, plan.reuse)).run_train_step()
         steps.append({

@@ -52,6 +52,10 @@ class PackingError(CoordexpError):
     """A segment does not fit a pack, or the carry buffer overflowed."""
 
 
+class SegmentTooLongError(PackingError):
+    """One sample's teacher-forced segment is longer than a packed row: that sample is dropped and counted."""
+
+
 class SpecError(CoordexpError):
     """A spec document or fixture breaks the spec conventions (ids, WHEN/THEN, traceability)."""
 
@@ -62,3 +66,12 @@ class TelemetryError(CoordexpError):
 
 class RolloutError(CoordexpError):
     """A rollout backend was asked for something it cannot do, or produced something unusable."""
+
+
+class LossError(CoordexpError, ValueError):
+    """A loss was given inputs it cannot score (a bin outside 0..999, a slot without a logits row, a
+    coord-id table that is not the 1000 coord tokens) or produced a non-finite value.
+
+    Raised, never turned into a zero loss: a zeroed coord loss trains on the CE alone and looks healthy.
+    A ``ValueError`` too, since these are bad argument values.
+    """

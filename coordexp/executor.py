@@ -114,7 +114,7 @@ class Executor:
             return
         share = rank_share(state.plan.indices, rank=rt.dist.rank, world=rt.dist.world)
         epoch = state.plan.position.epoch
-        state.items = [Item(rt.train[i], rt.target_sample(rt.train[i], epoch=epoch)) for i in share]
+        state.items = [Item(rt.train[i], rt.target_sample(rt.train[i], epoch=epoch), epoch) for i in share]
 
     def _pack(self, state: StepState) -> None:
         if state.reuse:

@@ -17,13 +17,13 @@ import torch
 
 from coordexp.bind import Bound, bind
 from coordexp.config import Config, Derived, derive
-from coordexp.core.coordjson import serialize
+from coordexp.core.pack import OVERSIZE_MITIGATIONS
 from coordexp.core.tokens import TokenContext
 from coordexp.data.dataset import load_samples
-from coordexp.data.prompts import Prompts, build_messages, resolve_prompts
+from coordexp.data.prompts import Prompts, build_messages, gt_answer_ids, resolve_prompts
 from coordexp.data.records import Sample, open_images, target_sample
-from coordexp.errors import ConfigError, DataError
-from coordexp.learn.encode import encode_prompt, gt_segment
+from coordexp.errors import ConfigError, DataError, SegmentTooLongError
+from coordexp.learn.encode import encode_prompt, gt_segment, with_answer
 from coordexp.learn.model import LoadedModel, load_model_from_config
 from coordexp.learn.segments import target_segment
 
@@ -163,15 +163,20 @@ class Runtime:
 
     def gt_segment(self, item: Item, *, key: str) -> Segment:
         """Channel A: the GT answer (ordered by custom.object_ordering) teacher-forced after the prompt."""
-        answer = serialize(item.target_sample.gt, layout=item.target_sample.layout)
-        y_ids = [*self.ctx.encode(answer), self.ctx.im_end_id]
-        enc = item.encoding
-        full = attrs.evolve(
-            enc,
-            input_ids=torch.cat([enc.input_ids, torch.tensor(y_ids, dtype=enc.input_ids.dtype)]),
-            mm_token_type_ids=torch.cat([enc.mm_token_type_ids, torch.zeros(len(y_ids), dtype=enc.mm_token_type_ids.dtype)]),
-        )
-        return gt_segment(full, coord_id_to_bin=self.ctx.coord_id_to_bin, key=key)
+        y_ids = gt_answer_ids(item.sample, self.config.custom.object_ordering, ctx=self.ctx,
+                              layout=item.target_sample.layout, seed=self.seed, epoch=item.epoch)
+        return gt_segment(with_answer(item.encoding, y_ids), coord_id_to_bin=self.ctx.coord_id_to_bin, key=key)
+
+    def check_fits(self, segment: Segment) -> Segment:
+        """A segment longer than a packed row (``global_max_length``) is refused here, per sample, so the step
+        drops and counts it instead of failing when the pack is built."""
+        plan = self.bound.packing
+        if plan is not None and segment.length > plan.cap:
+            raise SegmentTooLongError(
+                f"segment {segment.key!r}: encoded_len={segment.length} > packing_length={plan.cap}; the sample is "
+                f"dropped. {OVERSIZE_MITIGATIONS}"
+            )
+        return segment
 
     def rollout_seed(self, state: StepState) -> int:
         """Sampling seed of one step's (or one evaluation's) rollouts: the same run draws the same rollouts."""

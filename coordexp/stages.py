@@ -24,7 +24,7 @@ from coordexp.core.schedule import Channel
 from coordexp.core.target import build_target
 from coordexp.core.target_pipeline import match_shapes
 from coordexp.core.target_records import TargetSample, TrainTarget
-from coordexp.errors import AppendError, DataError, PackingError, TargetError, TokenizerError
+from coordexp.errors import AppendError, DataError, SegmentTooLongError, TargetError, TokenizerError
 
 if TYPE_CHECKING:
     from coordexp.backends.protocol import RolloutResult
@@ -45,7 +45,8 @@ class Item:
     """One sample on its way through the step; stages fill the fields in order."""
 
     sample: Sample
-    target_sample: TargetSample
+    target_sample: TargetSample  # the GT in custom.object_ordering order for ``epoch``
+    epoch: int = 0
     images: list[Any] | None = None  # decoded pixels (PIL), filled just before the prompt is encoded
     messages: list[dict[str, Any]] | None = None  # the chat turns of the prompt
     encoding: Encoding | None = None  # the prompt, as the rollout backend and the learner see it
@@ -140,7 +141,7 @@ class StepWork:
             if self.state.channel is Channel.A:
                 self._encode_prompts()
                 for item in self.state.live():
-                    self._guarded(item, "gt_target", lambda it: setattr(it, "segment", self.rt.gt_segment(it, key=self._key(it))))
+                    self._guarded(item, "gt_target", self._gt_target)
                 return
             for item in self.state.live():
                 self._guarded(item, "target", self._rollout_target)
@@ -161,7 +162,10 @@ class StepWork:
     def _rollout_target(self, item: Item) -> None:
         rt = self.rt
         item.target = build_target(item.view, item.matched, item.target_sample, ctx=rt.ctx, cfg=rt.bound.target)
-        item.segment = rt.rollout_segment(item, key=self._key(item))
+        item.segment = rt.check_fits(rt.rollout_segment(item, key=self._key(item)))
+
+    def _gt_target(self, item: Item) -> None:
+        item.segment = self.rt.check_fits(self.rt.gt_segment(item, key=self._key(item)))
 
     def _key(self, item: Item) -> str:
         """Unique within a carry buffer even when one sample returns in a later epoch."""
@@ -180,7 +184,7 @@ class StepWork:
         except SAMPLE_ERRORS as exc:
             self.state.drop(item, f"{stage}_{type(exc).__name__}")
             self.rt.note_drop(self.state, item, stage, exc)
-        except PackingError as exc:  # a segment longer than the pack: the sample cannot be learned
+        except SegmentTooLongError as exc:  # longer than a packed row: this sample cannot be learned
             self.state.drop(item, f"{stage}_too_long")
             self.rt.note_drop(self.state, item, stage, exc)
 

@@ -90,7 +90,7 @@ class StopRulesProcessor(LogitsProcessor):
         return scores
 
     def finish(self, last_column: Sequence[int]) -> None:
-        """Show the states the final generated token (``generate`` calls no processor after it)."""
+        """Feed the states the final generated token (``generate`` calls no processor after it)."""
         if not self.replay:
             self.batch.step(last_column)
 

@@ -35,7 +35,7 @@ _MISSING_BINPACKING = (
     "or disable training.packing."
 )
 
-_OVERSIZE_MITIGATIONS = (
+OVERSIZE_MITIGATIONS = (
     "Mitigations: raise global_max_length (the packing length), lower rollout_matching.max_new_tokens, "
     "or disable training.packing."
 )
@@ -212,7 +212,7 @@ def _check_insert(buffer: PackBuffer, new: tuple[SegmentRef, ...]) -> None:
         if seg.length > buffer.cap:
             raise PackingError(
                 f"post-rollout packing cannot fit a single segment: encoded_len={seg.length} > "
-                f"packing_length={buffer.cap} (segment {seg.key!r}). {_OVERSIZE_MITIGATIONS}"
+                f"packing_length={buffer.cap} (segment {seg.key!r}). {OVERSIZE_MITIGATIONS}"
             )
         if seg.key in seen:
             raise PackingError(f"segment key {seg.key!r} is already buffered; keys must be unique per buffer")

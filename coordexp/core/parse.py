@@ -173,8 +173,8 @@ def _open_fallback(t: TokenText, im_end: ImEndCut, ctx: TokenContext, layout: Sc
 def _validate_all(
     objects: tuple[ScannedObject, ...], t: TokenText, cut: int, ctx: TokenContext
 ) -> tuple[tuple[ParsedObject, ...], tuple[DroppedObject, ...]]:
-    coord_map = ctx.coord_id_to_bin
-    coord_idx = [i for i, tid in enumerate(t.ids) if tid in coord_map]
+    coord_map, ids = ctx.coord_id_to_bin, t.ids
+    coord_idx = [i for i, tid in enumerate(ids) if tid in coord_map]
     coord_starts = [t.starts[i] for i in coord_idx]
     valid: list[ParsedObject] = []
     dropped: list[DroppedObject] = []
@@ -187,7 +187,7 @@ def _validate_all(
             dropped.append(DroppedObject(obj.key, obj.index, out, (obj.start, end), token_span))
             continue
         desc, geom = out
-        bins = tuple(coord_map[t.ids[i]] for i in indices)
+        bins = tuple([coord_map[ids[i]] for i in indices])
         valid.append(ParsedObject(obj.key, obj.index, desc, geom, indices, bins, (obj.start, end), token_span))
     return tuple(valid), tuple(dropped)
 
@@ -242,12 +242,13 @@ def _flatten(value: object) -> list[object] | None:
     """
     if not isinstance(value, list):
         return None
-    if value and all(isinstance(item, list) for item in value):
-        if any(len(item) != 2 for item in value):
+    kinds = {type(item) for item in value}  # json.loads makes plain lists and dicts only
+    if dict in kinds:
+        return None
+    if list in kinds:
+        if len(kinds) > 1 or any(len(item) != 2 for item in value):
             return None
         flat = [v for item in value for v in item]
-    elif any(isinstance(item, list | dict) for item in value):
-        return None
     else:
         flat = value
     return flat if len(flat) % 2 == 0 else None

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from coordexp.errors import LossError
+
 NUM_BINS = 1000
 MAX_BIN = NUM_BINS - 1
 LOGIT_LIMIT = 1e4
@@ -29,14 +31,14 @@ def sanitize_logits(z: torch.Tensor) -> torch.Tensor:
 def _check_positions(logits: torch.Tensor, positions: torch.Tensor, batch_index: torch.Tensor | None) -> None:
     seq_len = logits.shape[-2]
     if positions.numel() and bool(((positions < 1) | (positions >= seq_len)).any()):
-        raise ValueError(
+        raise LossError(
             f"coord slot positions must lie in [1, {seq_len}) (the row p-1 must exist); "
             f"got min {int(positions.min())}, max {int(positions.max())}"
         )
     if logits.dim() == 3 and batch_index is None:
-        raise ValueError("logits are [B, T, V]: pass batch_index (the row of every coord slot)")
+        raise LossError("logits are [B, T, V]: pass batch_index (the row of every coord slot)")
     if logits.dim() not in (2, 3):
-        raise ValueError(f"logits must be [T, V] or [B, T, V], got shape {tuple(logits.shape)}")
+        raise LossError(f"logits must be [T, V] or [B, T, V], got shape {tuple(logits.shape)}")
 
 
 def rows_before(
@@ -55,16 +57,16 @@ def rows_before(
 def coord_logits(full_rows: torch.Tensor, coord_ids: torch.Tensor) -> torch.Tensor:
     """Sanitised float32 logits of the 1000 coord tokens, in bin order: [N, V] -> [N, 1000]."""
     if coord_ids.numel() != NUM_BINS:
-        raise ValueError(f"coord_ids must hold {NUM_BINS} vocab ids (bin order), got {coord_ids.numel()}")
+        raise LossError(f"coord_ids must hold {NUM_BINS} vocab ids (bin order), got {coord_ids.numel()}")
     return sanitize_logits(full_rows.index_select(-1, coord_ids.to(full_rows.device)))
 
 
 def check_target_bins(target_bins: torch.Tensor) -> None:
-    """Integer bins in 0..999, or ValueError naming the range found (no silent clamping)."""
+    """Integer bins in 0..999, or LossError naming the range found (no silent clamping)."""
     if target_bins.dtype.is_floating_point:
-        raise ValueError(f"target bins must be an integer tensor, got {target_bins.dtype}")
+        raise LossError(f"target bins must be an integer tensor, got {target_bins.dtype}")
     if target_bins.numel() and bool(((target_bins < 0) | (target_bins > MAX_BIN)).any()):
-        raise ValueError(
+        raise LossError(
             f"target bins must lie in 0..{MAX_BIN}, got min {int(target_bins.min())}, "
             f"max {int(target_bins.max())}"
         )
@@ -79,9 +81,9 @@ def gaussian_targets(target_bins: torch.Tensor, sigma: float, truncate: float | 
     the normaliser is never zero.
     """
     if sigma <= 0:
-        raise ValueError(f"target_sigma must be > 0, got {sigma}")
+        raise LossError(f"target_sigma must be > 0, got {sigma}")
     if truncate is not None and truncate < 0:
-        raise ValueError(f"target_truncate must be >= 0 or null, got {truncate}")
+        raise LossError(f"target_truncate must be >= 0 or null, got {truncate}")
     check_target_bins(target_bins)
     bins = torch.arange(NUM_BINS, dtype=torch.float32, device=target_bins.device)
     dist = bins.unsqueeze(0) - target_bins.float().unsqueeze(-1)

@@ -71,17 +71,26 @@ def encode_prompt(processor: Any, messages: Sequence[Mapping[str, Any]]) -> Enco
     )
 
 
-def encode_teacher_forced(processor: Any, messages: Sequence[Mapping[str, Any]], y_ids: Sequence[int]) -> Encoding:
-    """Prompt ids + ``y_ids`` verbatim (``y_ids`` should end with the EOS ``<|im_end|>``)."""
+def with_answer(prompt: Encoding, y_ids: Sequence[int]) -> Encoding:
+    """``prompt`` (an ``encode_prompt`` result) followed by ``y_ids`` verbatim, as text tokens.
+
+    The prompt's image encoding is reused as is, so a rollout's prompt is processed once per sample.
+    """
     if not y_ids:
         raise TargetError("teacher-forced encode got no answer ids (Y_train is empty)")
-    prompt = encode_prompt(processor, messages)
+    if prompt.prompt_len != prompt.input_ids.numel():
+        raise TargetError("with_answer takes a prompt encoding, this one already holds answer tokens")
     answer = torch.tensor(list(y_ids), dtype=prompt.input_ids.dtype)
     return attrs.evolve(
         prompt,
         input_ids=torch.cat([prompt.input_ids, answer]),
         mm_token_type_ids=torch.cat([prompt.mm_token_type_ids, torch.zeros_like(answer, dtype=prompt.mm_token_type_ids.dtype)]),
     )
+
+
+def encode_teacher_forced(processor: Any, messages: Sequence[Mapping[str, Any]], y_ids: Sequence[int]) -> Encoding:
+    """Prompt ids + ``y_ids`` verbatim (``y_ids`` should end with the EOS ``<|im_end|>``)."""
+    return with_answer(encode_prompt(processor, messages), y_ids)
 
 
 def gt_segment(enc: Encoding, *, coord_id_to_bin: Mapping[int, int], key: str, prefix_len: int = 0) -> Segment:

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from coordexp.core.labels import IGNORE_INDEX  # the one ignore label; learn imports it from here
+from coordexp.errors import LossError
 from coordexp.learn.coord_targets import (
     coord_logits,
     gaussian_targets,
@@ -83,9 +84,9 @@ def token_ce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor |
     a 12k-token pack over a 150k vocabulary does not get a full float32 copy.
     """
     if labels.shape != logits.shape[:-1]:
-        raise ValueError(f"labels {tuple(labels.shape)} must match logits {tuple(logits.shape)} without V")
+        raise LossError(f"labels {tuple(labels.shape)} must match logits {tuple(logits.shape)} without V")
     if weights is not None and weights.shape != labels.shape:
-        raise ValueError(f"weights {tuple(weights.shape)} must match labels {tuple(labels.shape)}")
+        raise LossError(f"weights {tuple(weights.shape)} must match labels {tuple(labels.shape)}")
     shifted = labels[..., 1:]
     mask = shifted != IGNORE_INDEX
     rows = logits[..., :-1, :][mask]
@@ -113,7 +114,7 @@ class CoordLossConfig:
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise LossError("; ".join(problems))
 
 
 class CoordSlotLosses(NamedTuple):
@@ -160,7 +161,35 @@ def coord_slot_losses(
     if cfg.gate_weight != 0:
         gate = coord_gate(full_rows, z, cfg.temperature)
         loss = loss + cfg.gate_weight * gate
+    _check_finite(soft_ce, w1, gate, loss, cfg)
     return CoordSlotLosses(soft_ce, w1, gate, loss)
+
+
+# Where the coord-loss knobs are set (coordexp.bind.bind_coord_loss: this override, else custom.coord_soft_ce_w1).
+_COORD_KNOBS = "custom.extra.rollout_matching"
+
+
+def _check_finite(
+    soft_ce: torch.Tensor, w1: torch.Tensor, gate: torch.Tensor | None, loss: torch.Tensor, cfg: CoordLossConfig
+) -> None:
+    """Refuse a non-finite slot loss instead of letting it reach the optimizer (or be zeroed).
+
+    The logits are sanitised and the targets checked, so what is left is a float32 overflow: of the
+    temperature-scaled logits (|z| <= 1e4 over a tiny ``temperature_coord``) or of a huge term weight. One
+    reduction and one host sync per pack, which the learner pays anyway when it reads the pack's sums.
+    """
+    bad = ~torch.isfinite(loss)
+    if not bool(bad.any()):
+        return
+    terms = {"soft_ce": soft_ce, "w1": w1, **({"gate": gate} if gate is not None else {})}
+    which = ", ".join(f"{name} at {int((~torch.isfinite(t)).sum())}" for name, t in terms.items())
+    raise LossError(
+        f"coord loss is non-finite at {int(bad.sum())} of {loss.numel()} coord slots ({which}); the logits are "
+        f"sanitised to |z| <= 1e4, so float32 overflowed: the logits scaled by 1/temperature_coord="
+        f"{cfg.temperature:g}, or the weights soft_ce={cfg.soft_ce_weight:g}, w1={cfg.w1_weight:g}, "
+        f"gate={cfg.gate_weight:g}. Fix: raise {_COORD_KNOBS}.temperature_coord (or "
+        "custom.coord_soft_ce_w1.temperature), or lower the weight"
+    )
 
 
 class CoordLossSummary(NamedTuple):
@@ -187,7 +216,7 @@ def summarize_coord_loss(
     falls is how a collapsing FN append shows up.
     """
     if is_prefix.shape != per_slot.shape:
-        raise ValueError(
+        raise LossError(
             f"is_prefix {tuple(is_prefix.shape)} must match per-slot losses {tuple(per_slot.shape)}"
         )
     w = torch.ones_like(per_slot) if slot_weights is None else slot_weights.float()

@@ -36,9 +36,20 @@ from collections.abc import Mapping, Sequence
 import attrs
 import torch
 
-from coordexp.errors import PackingError
+from coordexp.errors import LossError, PackingError
 from coordexp.learn.losses import IGNORE_INDEX
 from coordexp.learn.model import unwrap
+
+MODEL_INPUT_KEYS = frozenset(
+    {"input_ids", "mm_token_type_ids", "position_ids", "attention_mask", "pixel_values", "image_grid_thw"}
+)
+"""What ``TrainBatch.inputs`` may hold: keyword arguments of the Qwen-VL forward and nothing else.
+
+Supervision and bookkeeping travel in the batch's own fields, never in ``inputs``: given ``labels`` the
+model computes a second, per-batch mean loss of its own; ``past_key_values`` or a cache would make the
+segments of a packed row attend to each other; ``logits_to_keep`` and ``use_cache`` are the learner's to
+set. The legacy trainer stripped such helper keys before each forward; here a batch cannot carry them.
+"""
 
 
 def _check_segment(seg: Segment) -> None:
@@ -64,6 +75,33 @@ def _check_segment(seg: Segment) -> None:
         problems.append("a segment cannot be empty")
     if problems:
         raise PackingError(f"invalid segment {seg.key!r}: " + "; ".join(problems))
+    _check_weights(seg)
+
+
+def _check_weights(seg: Segment) -> None:
+    """Loss weights are finite and >= 0: a NaN would poison the step, and a negative weight could bring a
+    step's weight sum to 0, which the learner's normalisation reads as "nothing to learn" (a zeroed loss)."""
+    bad = [
+        f"{name} has {n} value(s) that are negative or not finite"
+        for name, w in (("ce_weights", seg.ce_weights), ("coord_weights", seg.coord_weights))
+        if (n := int((~torch.isfinite(w.float()) | (w < 0)).sum()))
+    ]
+    if bad:
+        raise LossError(
+            f"segment {seg.key!r}: " + "; ".join(bad) + "; a loss weight must be a finite number >= 0 (CE "
+            "weights come from the target settings, e.g. custom.extra.stage2_ab.desc_ce_weight and "
+            "channel_b.drop_invalid_struct_ce_multiplier; coord weights are 1 per slot)"
+        )
+
+
+def _check_inputs(inputs: Mapping[str, torch.Tensor]) -> None:
+    extra = sorted(set(inputs) - MODEL_INPUT_KEYS)
+    if extra:
+        raise PackingError(
+            f"batch inputs hold {extra}, which are not model inputs (allowed: {sorted(MODEL_INPUT_KEYS)}); labels, "
+            "weights and metadata belong in the TrainBatch fields, and the learner sets logits_to_keep and "
+            "use_cache itself. Build batches with pack_segments or pad_segments"
+        )
 
 
 @attrs.frozen(eq=False)
@@ -103,6 +141,9 @@ class TrainBatch:
     coord_is_prefix: torch.Tensor  # [S]
     coord_weights: torch.Tensor  # [S]
     segment_lengths: tuple[int, ...]  # tokens, in concatenation (or row) order
+
+    def __attrs_post_init__(self) -> None:
+        _check_inputs(self.inputs)
 
     @property
     def n_segments(self) -> int:

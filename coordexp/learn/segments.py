@@ -11,26 +11,23 @@ from __future__ import annotations
 import torch
 
 from coordexp.core.target_records import TrainTarget
-from coordexp.errors import TargetError
-from coordexp.learn.encode import Encoding
+from coordexp.learn.encode import Encoding, with_answer
 from coordexp.learn.losses import IGNORE_INDEX
 from coordexp.learn.packed import Segment
 
 
 def target_segment(prompt: Encoding, target: TrainTarget, *, key: str) -> Segment:
     """The Segment of ``prompt`` + ``target.y_train_ids`` with the target's supervision."""
-    if prompt.prompt_len != prompt.input_ids.numel():
-        raise TargetError(f"segment {key!r}: the prompt encoding already holds answer tokens")
+    enc = with_answer(prompt, target.y_train_ids)
     n_prompt = prompt.prompt_len
-    answer = torch.tensor(target.y_train_ids, dtype=prompt.input_ids.dtype)
     labels = torch.tensor(target.labels, dtype=torch.long)  # core's IGNORE is the torch ignore index
     weights = torch.tensor(target.ce_weights, dtype=torch.float32)
     return Segment(
         key=key,
-        input_ids=torch.cat([prompt.input_ids, answer]),
-        mm_token_type_ids=torch.cat([prompt.mm_token_type_ids, torch.zeros_like(answer, dtype=prompt.mm_token_type_ids.dtype)]),
-        pixel_values=prompt.pixel_values,
-        image_grid_thw=prompt.image_grid_thw,
+        input_ids=enc.input_ids,
+        mm_token_type_ids=enc.mm_token_type_ids,
+        pixel_values=enc.pixel_values,
+        image_grid_thw=enc.image_grid_thw,
         labels=torch.cat([torch.full((n_prompt,), IGNORE_INDEX, dtype=torch.long), labels]),
         ce_weights=torch.cat([torch.zeros(n_prompt), weights]),
         coord_positions=torch.tensor([n_prompt + p for p in target.coord_positions], dtype=torch.long),

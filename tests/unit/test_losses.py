@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from coordexp.errors import CoordexpError, LossError
 from coordexp.learn import losses as L
 from coordexp.learn.coord_targets import (
     coord_logits,
@@ -152,6 +153,24 @@ def test_gradients_finite_even_with_nonfinite_logits():
     (out.loss.sum() + ce.total).backward()
     assert torch.isfinite(out.loss).all()
     assert torch.isfinite(logits.grad).all()
+
+
+def test_an_overflowing_coord_loss_raises_instead_of_reaching_the_optimizer():
+    logits = torch.zeros(4, VOCAB)
+    logits[:, COORD_IDS[7]] = 5.0
+    with pytest.raises(LossError, match=r"non-finite at 1 of 1 coord slots .*temperature_coord=1e-38"):
+        L.coord_slot_losses(logits, torch.tensor([2]), torch.tensor([5]), COORD_IDS, cfg=_cfg(temperature=1e-38))
+    ok = L.coord_slot_losses(logits, torch.tensor([2]), torch.tensor([5]), COORD_IDS, cfg=_cfg(temperature=1e-3))
+    assert torch.isfinite(ok.loss).all() and float(ok.loss[0]) > 0
+
+
+def test_coord_loss_input_errors_are_coordexp_errors():
+    logits = torch.zeros(4, VOCAB)
+    with pytest.raises(LossError, match="0..999"):
+        L.coord_slot_losses(logits, torch.tensor([2]), torch.tensor([1000]), COORD_IDS, cfg=_cfg())
+    with pytest.raises(LossError, match="1000 vocab ids"):
+        L.coord_slot_losses(logits, torch.tensor([2]), torch.tensor([5]), COORD_IDS[:-1], cfg=_cfg())
+    assert issubclass(LossError, CoordexpError) and issubclass(LossError, ValueError)
 
 
 def test_token_weighted_ce_equals_manual():

@@ -7,8 +7,8 @@ belongs to and the samples it learns. Inputs, one case or ``{"cases": [...]}``:
 - ``{"plan": {"n", "per_step", "m_steps", "steps", "drop_last"?, "resume_at"?, "channels"?, "shuffle"?}}``: ``steps``
   optimizer steps over ``n`` samples; ``resume_at`` k restarts the plan at step k with the data position of
   the uninterrupted run and an empty buffer (what a resume restores); ``channels`` is a string of A/B per
-  step (default all B). Shown: per step ``E``/``M``, sample indices, window step 0, completed steps, and the
-  buffer telemetry keys.
+  step (default all B). Shown: per step ``E``/``M`` (``no_window`` for a Channel-A step, which neither rolls
+  out nor fills a window), sample indices, window step 0, completed steps, and the buffer telemetry keys.
 - ``{"config": {...}}``: a whole config mapping; shows the resolved ``rollout_buffer`` section or the error.
 - ``{"run": {"config": {...}, "ops": ["step", "eval", ...]}}``: the real executor on the tiny model (the
   config's model), step by step; the backend is the configured one, wrapped to count its calls. Shown per op:
@@ -61,7 +61,8 @@ def _plans(case: PlanCase, start: int, position: DataPosition, stop: int) -> tup
 
 
 def _show(plan: StepPlan) -> dict[str, Any]:
-    shown = {"step": plan.step, "kind": "M" if plan.reuse else "E", "channel": plan.channel.value,
+    kind = "M" if plan.reuse else "E" if plan.channel is Channel.B else "no_window"  # Channel A never rolls out
+    shown = {"step": plan.step, "kind": kind, "channel": plan.channel.value,
              "samples": list(plan.indices), **plan.buffer_metrics()}
     warning = plan.partial_window_warning()
     return shown if warning is None else {**shown, "partial_window": True, "warning": warning}
@@ -74,7 +75,7 @@ def _run_plan(data: dict[str, Any]) -> dict[str, Any]:
     straight, _ = _plans(case, 0, DataPosition(), case.steps)
     out: dict[str, Any] = {
         "steps": [_show(p) for p in straight],
-        "rollout_steps": [p.step for p in straight if not p.reuse],
+        "rollout_steps": [p.step for p in straight if not p.reuse and p.channel is Channel.B],
         "partial_windows": sum(p.partial_window_warning() is not None for p in straight),
     }
     if case.resume_at is not None:

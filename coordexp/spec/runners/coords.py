@@ -7,7 +7,12 @@ Input: one case or ``{"cases": [case, ...]}``; a case is ``{"op": NAME, ...param
   over ``vocab_size`` ids, summarised (count, first/last True id, the values at ``probe`` ids);
 - ``annotate_record`` {record}: a JSONL record -> its objects' bins and k/999 norms;
 - ``pixels_to_bins`` {points, width, height}: the offline converter's rounding rule;
-- ``bins_to_pixels`` {values, width, height}: the evaluator's denormalisation (tokens or ints).
+- ``bins_to_pixels`` {values, width, height}: the evaluator's denormalisation (tokens or ints);
+- ``answer_ids`` {records, tokenizer, orderings: [{ordering, seed?, epoch?}]}: the records written as a JSONL
+  file (with blank images of their size beside it) and loaded by ``data.jsonl.load_jsonl``; per sample and
+  ordering, the GT answer ids of ``data.prompts.gt_answer_ids`` under the ``char`` or ``fixture-bpe``
+  tokenizer, read back by the strict parser (``core.parse``): objects, their bins, and whether every coord
+  value is one coord-token id equal to the loaded bin.
 Each case yields its result or its expected error; floats are rounded to 9 decimals. A malformed
 case (unknown op, missing or extra parameter) is a TypeError: a broken fixture, not a scenario.
 """
@@ -69,6 +74,73 @@ def _bins_to_pixels(*, values: list[Any], width: int, height: int) -> dict[str, 
     return {"pixels": list(coords.bins_to_pixels(coords.to_bins(values), width=width, height=height))}
 
 
+def _answer_ids(*, records: list[dict[str, Any]], tokenizer: str, orderings: list[dict[str, Any]]) -> dict[str, Any]:
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from PIL import Image
+
+    from coordexp.data.jsonl import load_jsonl
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for rec in records:
+            for name in rec.get("images", []):
+                (folder / name).parent.mkdir(parents=True, exist_ok=True)
+                Image.new("RGB", (rec["width"], rec["height"])).save(folder / name)
+        path = folder / "data.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+        samples = load_jsonl(path)
+    ctx = _context(tokenizer)
+    return {"samples": [
+        {"sample": s.sample_id, "written": [_written(o) for o in rec["objects"]],
+         "orderings": [_answer_of(s, o, ctx) for o in orderings]}
+        for s, rec in zip(samples, records, strict=True)
+    ]}
+
+
+def _context(tokenizer: str) -> Any:
+    if tokenizer == "char":
+        return char_context()
+    if tokenizer == "fixture-bpe":
+        from coordexp.data.tokenizer import fixture_tokenizer_path, load_token_context
+
+        return load_token_context(fixture_tokenizer_path())
+    raise TypeError(f"answer_ids tokenizer must be 'char' or 'fixture-bpe', got {tokenizer!r}")
+
+
+def _written(obj: dict[str, Any]) -> dict[str, Any]:
+    geom = "bbox_2d" if "bbox_2d" in obj else "poly"
+    return {"desc": obj["desc"], geom: obj[geom]}
+
+
+def _answer_of(sample: Any, how: dict[str, Any], ctx: Any) -> dict[str, Any]:
+    from coordexp.core.parse import parse
+    from coordexp.core.parse_records import Rollout
+    from coordexp.data.prompts import gt_answer_ids
+    from coordexp.data.records import order_objects
+
+    ordering, seed, epoch = how["ordering"], how.get("seed"), how.get("epoch", 0)
+    ids = gt_answer_ids(sample, ordering, ctx=ctx, seed=seed, epoch=epoch)
+    read = parse(Rollout(ids, sample_id=sample.sample_id), ctx=ctx).valid_objects
+    ordered = order_objects(sample, ordering, seed=seed, epoch=epoch)
+    coord_ids = [i for i in ids if ctx.is_coord(i)]
+    want = [ctx.coord_ids[k] for o in ordered for k in o.points]
+    return {
+        **how,
+        "answer": ctx.text_of(ids),
+        "read_back": [{"desc": o.desc, o.geom_type.value: list(o.coord_bins)} for o in read],
+        "coord_ids_are_the_loaded_bins": coord_ids == want,
+        "same_objects_as_loaded": sorted(_key(o.desc, o.geom_type, o.coord_bins) for o in read)
+        == sorted(_key(o.desc, o.geom_type, o.points) for o in sample.objects),
+    }
+
+
+def _key(desc: str, geom: Any, bins: tuple[int, ...]) -> tuple[str, str, tuple[int, ...]]:
+    return (desc, geom.value, tuple(bins))
+
+
 _OPS: dict[str, Callable[..., dict[str, Any]]] = {
     "token_to_bin": _token_to_bin,
     "bin_to_token": lambda *, bin: {"token": coords.coord_token(bin)},
@@ -79,6 +151,7 @@ _OPS: dict[str, Callable[..., dict[str, Any]]] = {
     "annotate_record": _annotate_record,
     "pixels_to_bins": _pixels_to_bins,
     "bins_to_pixels": _bins_to_pixels,
+    "answer_ids": _answer_ids,
 }
 
 

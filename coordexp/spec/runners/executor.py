@@ -11,6 +11,8 @@ check without a model is computed here with the executor's own pieces:
   like any config file, so a bad value is refused before any step.
 - ``{"ce": {"packs": [{"tokens": T, "mean_ce": m, "segments": s}, ...]}}``: the step CE that the learner's
   normalisation (``learn.learner.step_weights`` contract, ``pack_loss``) gives for packs with these totals.
+- ``{"forwards": {"config": {...}, "steps": N}}``: N steps of the real executor on the config's tiny model; what
+  the model's ``generate`` and each learner forward received, per step (``coordexp.spec.runners._forwards``).
 """
 
 from __future__ import annotations
@@ -121,10 +123,14 @@ def _ce(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run_one(case: dict[str, Any]) -> Any:
-    kinds = [k for k in ("budget", "config", "ce") if k in case]
+    kinds = [k for k in ("budget", "config", "ce", "forwards") if k in case]
     if len(kinds) != 1 or len(case) != 1:
-        raise SpecError(f"executor case needs exactly one of budget / config / ce, got {sorted(case)}")
+        raise SpecError(f"executor case needs exactly one of budget / config / ce / forwards, got {sorted(case)}")
     kind = kinds[0]
+    if kind == "forwards":
+        from coordexp.spec.runners._forwards import step_forwards
+
+        return step_forwards(**case["forwards"])
     if kind == "budget":
         return _budget(case["budget"])
     if kind == "config":

@@ -7,11 +7,17 @@ import torch
 
 from coordexp.config.schema_training import TrainingConfig
 from coordexp.data.tiny import build_tiny_qwen3vl, tiny_segments
-from coordexp.errors import PackingError
+from coordexp.errors import LossError, PackingError
 from coordexp.learn.encode import encode_prompt, encode_teacher_forced
 from coordexp.learn.losses import IGNORE_INDEX
 from coordexp.learn.optim import LRFactor, build_optimizer, build_scheduler
-from coordexp.learn.packed import Segment, pack_segments, pad_segments, segment_rope_positions
+from coordexp.learn.packed import (
+    MODEL_INPUT_KEYS,
+    Segment,
+    pack_segments,
+    pad_segments,
+    segment_rope_positions,
+)
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +93,26 @@ def test_segment_rejects_a_label_on_its_first_token(segments):
         Segment(**{**_fields(seg), "coord_positions": torch.full_like(seg.coord_positions, seg.length)})
     with pytest.raises(PackingError, match="zero segments"):
         pack_segments([], model=None)
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])
+@pytest.mark.parametrize("field", ["ce_weights", "coord_weights"])
+def test_segment_refuses_a_negative_or_non_finite_loss_weight(segments, field, bad):
+    seg = segments[0]
+    weights = getattr(seg, field).clone().float()
+    weights[-1] = bad
+    with pytest.raises(LossError, match=f"{field} has 1 value"):
+        Segment(**{**_fields(seg), field: weights})
+
+
+@pytest.mark.parametrize("key", ["labels", "past_key_values", "logits_to_keep", "channel"])
+def test_a_batch_refuses_inputs_the_model_must_not_get(tiny, segments, key):
+    import attrs
+
+    row = pack_segments(segments[:1], model=tiny.model)
+    with pytest.raises(PackingError, match=f"batch inputs hold \\['{key}'\\]"):
+        attrs.evolve(row, inputs={**row.inputs, key: torch.zeros(1)})
+    assert set(row.inputs) <= MODEL_INPUT_KEYS
 
 
 def _fields(seg):

@@ -19,7 +19,7 @@ from coordexp.executor import Executor, Progress, total_steps
 from coordexp.learn.learner import Learner
 from coordexp.learn.tuner import upcast_trainable
 from coordexp.runfolder import CONFIG_FILE, latest_checkpoint, run_dir
-from coordexp.runtime import Runtime, build_runtime, distributed_from_env, rollout_backend
+from coordexp.runtime import Distributed, Runtime, build_runtime, distributed_from_env, rollout_backend
 from coordexp.step_log import StepLogger
 
 log = logging.getLogger("coordexp")
@@ -84,29 +84,41 @@ def learner_for(rt: Runtime, steps: int) -> Learner:
                    coord_ids=rt.loaded.coord_ids, total_steps=steps)
 
 
+def build_executor(config: Config, folder: Path, *, dist: Distributed | None = None,
+                   resume_from: Path | None = None) -> Executor:
+    """Runtime, learner, backend, checkpointer and logger of a run writing to ``folder``, ready to train.
+
+    ``resume_from`` (a checkpoint folder) restores the learner and the trainer state first, so the logger's
+    progress starts at the restored step.
+    """
+    rt = build_runtime(config, dist=dist)
+    steps = total_steps(rt)
+    rt.learner = learner_for(rt, steps)
+    rt.backend = rollout_backend(rt)
+    ckpt = Checkpointer(folder, is_main=rt.dist.is_main)
+    ex = Executor(rt, checkpointer=ckpt, total_steps=steps)
+    if resume_from is not None:
+        ckpt.restore(ex, resume_from)
+        log.info("resumed at step %d from %s", ex.progress.step, resume_from)
+    ex.tele = StepLogger(rt, folder, total_steps=steps, start_step=ex.progress.step)
+    return ex
+
+
 def train(config: Config, *, config_path: Path, resume: Path | None = None) -> Summary:
     dist = distributed_from_env()
     folder = dist.agree(lambda: _run_folder(config, config_path) if resume is None else _resume_folder(resume))
     text = config_to_yaml(config)
     if resume is not None:
         _check_resume_config(folder, text)
-    rt = build_runtime(config, dist=dist)
-    steps = total_steps(rt)
-    rt.learner = learner_for(rt, steps)
-    rt.backend = rollout_backend(rt)
-    if rt.dist.is_main:
+    if dist.is_main:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / CONFIG_FILE).write_text(text, encoding="utf-8")
-    ckpt = Checkpointer(folder, is_main=rt.dist.is_main)
-    ex = Executor(rt, checkpointer=ckpt, total_steps=steps)
-    if resume is not None:
-        ckpt.restore(ex, latest_checkpoint(resume))
-        log.info("resumed at step %d from %s", ex.progress.step, resume)
-    ex.tele = StepLogger(rt, folder, total_steps=steps, start_step=ex.progress.step)
+    ex = build_executor(config, folder, dist=dist, resume_from=latest_checkpoint(resume) if resume else None)
     progress: Progress = ex.train()
-    rt.backend.close()
+    ex.rt.backend.close()
+    saved = ex.ckpt.saved
     return Summary(folder, progress.step, progress.first_eval, progress.last_eval, ex.stop_requested,
-                   ckpt.saved[-1] if ckpt.saved else None)
+                   saved[-1] if saved else None)
 
 
 def _resume_folder(resume: Path) -> Path:

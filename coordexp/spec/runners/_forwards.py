@@ -189,27 +189,19 @@ class _Backend:
 
 def step_forwards(*, config: dict[str, Any], steps: int) -> dict[str, Any]:
     """The ``forwards`` case of the ``executor`` runner (see the module docstring)."""
-    from coordexp.checkpointing import Checkpointer
     from coordexp.config import load_config_data
-    from coordexp.executor import Executor, total_steps
-    from coordexp.runtime import build_runtime, rollout_backend
-    from coordexp.step_log import StepLogger
-    from coordexp.train import learner_for
+    from coordexp.train import build_executor
 
     with tempfile.TemporaryDirectory() as tmp:
         training = {**config.get("training", {}), "output_dir": tmp}
-        rt = build_runtime(load_config_data({**config, "training": training}).config)
-        n_steps = total_steps(rt)
-        rt.learner = learner_for(rt, n_steps)
+        ex = build_executor(load_config_data({**config, "training": training}).config, Path(tmp) / "run")
+        rt = ex.rt
         if rt.learner.model is not rt.model:
             raise SpecError("executor forwards needs the bare model (tuner.train_type: full, one process)")
         phase = _Phase()
-        rt.backend = _Backend(rollout_backend(rt), phase)
+        rt.backend = _Backend(rt.backend, phase)
         real_generate = _watch_generate(rt.model, phase)
         handle = rt.model.register_forward_pre_hook(_learn_hook(phase), with_kwargs=True)
-        folder = Path(tmp) / "run"
-        ex = Executor(rt, checkpointer=Checkpointer(folder, is_main=True), total_steps=n_steps)
-        ex.tele = StepLogger(rt, folder, total_steps=n_steps)
         try:
             out = [_one_step(ex, phase, step) for step in range(steps)]
         finally:

@@ -132,23 +132,14 @@ def _digest(packs: Any) -> str:
 def _run_ops(data_json: str) -> list[dict[str, Any]]:
     import tempfile
 
-    from coordexp.checkpointing import Checkpointer
-    from coordexp.executor import Executor, total_steps
-    from coordexp.runtime import build_runtime, rollout_backend
-    from coordexp.step_log import StepLogger
-    from coordexp.train import learner_for
+    from coordexp.train import build_executor
 
     data = json.loads(data_json)
     with tempfile.TemporaryDirectory() as tmp:
         config = load_config_data({**data["config"], "training": {**data["config"]["training"], "output_dir": tmp}}).config
-        rt = build_runtime(config)
-        steps = total_steps(rt)
-        rt.learner = learner_for(rt, steps)
-        counting = _Counting(rollout_backend(rt))
-        rt.backend = counting
-        folder = Path(tmp) / "run"
-        ex = Executor(rt, checkpointer=Checkpointer(folder, is_main=True), total_steps=steps)
-        ex.tele = StepLogger(rt, folder, total_steps=steps)
+        ex = build_executor(config, Path(tmp) / "run")
+        counting = _Counting(ex.rt.backend)
+        ex.rt.backend = counting
         out, step = [], 0
         for op in data["ops"]:
             before = counting.requests

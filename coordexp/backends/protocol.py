@@ -41,7 +41,7 @@ class RolloutResult:
 
     rollout: Rollout  # prompt_ids, completion_ids (no prompt, no padding), finish_reason, sample_id
     stop_rule: str | None  # a coordexp.core.repeat.StopRule value, None when no rule fired
-    new_tokens: int  # len(completion_ids)
+    new_tokens: int  # len(completion_ids); a stop rule's forced ids may end a few past max_new_tokens
     seconds: float  # wall time of the generate call that produced it (shared by its batch)
 
 

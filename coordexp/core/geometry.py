@@ -242,6 +242,9 @@ def pair_ious(
     ai, bi = np.asarray(ai, dtype=np.int64), np.asarray(bi, dtype=np.int64)
     if mode is IouMode.RASTER:
         return PairIous(_raster_pairs(a, b, ai, bi, resolution), 0)
+    all_boxes = all(s.geom_type is GeomType.BBOX for s in a) and all(s.geom_type is GeomType.BBOX for s in b)
+    if all_boxes and aabb_iou is not None:  # the common case: the matcher's pruning matrix is the answer
+        return PairIous(aabb_iou[ai, bi], 0)
     out = np.zeros(len(ai), dtype=np.float64)
     is_box_a = np.array([s.geom_type is GeomType.BBOX for s in a], dtype=bool)
     is_box_b = np.array([s.geom_type is GeomType.BBOX for s in b], dtype=bool)

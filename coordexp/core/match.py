@@ -120,13 +120,16 @@ def _candidates(
     overlap: np.ndarray, boxes_p: np.ndarray, boxes_g: np.ndarray, top_k: int
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Candidate (pred, gt) index arrays, pred-major, and the number of centre-distance fallbacks."""
+    n_pred, n_gt = overlap.shape
     fallback = overlap.max(axis=1) <= 0
+    if top_k >= n_gt:  # every GT is a candidate whichever ranking applies; the pair order does not matter
+        return np.repeat(np.arange(n_pred), n_gt), np.tile(np.arange(n_gt), n_pred), int(fallback.sum())
     key = -overlap
     if fallback.any():
         key = np.where(fallback[:, None], center_dist2_matrix(boxes_p, boxes_g), key)
     # A stable sort keeps ties in GT index order.
     order = np.argsort(key, axis=1, kind="stable")[:, :top_k]
-    pi = np.repeat(np.arange(len(boxes_p)), order.shape[1])
+    pi = np.repeat(np.arange(n_pred), order.shape[1])
     return pi, order.ravel().astype(np.int64), int(fallback.sum())
 
 

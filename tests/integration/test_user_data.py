@@ -59,3 +59,27 @@ def test_a_broken_line_fails_before_training_with_file_and_line(tmp_path, tiny):
     assert f"{data}:2" in done.stderr and "bbox_2d" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists()  # nothing was trained or written
+
+
+def test_an_image_gone_after_loading_is_dropped_and_counted(tmp_path, tiny, monkeypatch):
+    """The JSONL check passed, then a file vanished: that sample is dropped at Rollout, counted, and named."""
+    data = _write_dataset(tmp_path / "data", 4)
+    cfg = tiny(custom__train_jsonl=str(data), training__max_steps=1, training__save_strategy="no",
+               training__eval_strategy="no", training__effective_batch_size=4)
+    from coordexp.data import dataset
+
+    real = dataset.load_samples
+
+    def load_then_lose(uri, **kwargs):
+        samples = real(uri, **kwargs)
+        if str(uri) == str(data):  # the training file: lose one of its images
+            next((tmp_path / "data" / "images").iterdir()).unlink()
+        return samples
+
+    monkeypatch.setattr("coordexp.runtime.load_samples", load_then_lose)
+    summary = run_config(tmp_path, cfg)
+    [train] = [r for r in read_log(summary.run_dir / "logging.jsonl") if r.mode == "train"]
+    assert train.metrics["rollout/dropped_samples/prompt_DataError"] == 1
+    assert train.metrics["learn/segments"] == 3
+    [trace] = [json.loads(line) for line in (summary.run_dir / "trace.jsonl").read_text().splitlines()]
+    assert trace["dropped"] == {"prompt_DataError": 1}

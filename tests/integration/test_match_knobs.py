@@ -10,9 +10,10 @@ from tests.integration.conftest import run_config
 
 def _teach_the_format(tmp_path, tiny):
     """Channel A only (GT teacher forcing, i.e. Stage-1) on a few images until the model answers in objects."""
-    cfg = tiny("stage2_ab_training", training__max_steps=60, training__effective_batch_size=2,
-               training__learning_rate=5e-3, training__eval_strategy="no", training__save_strategy="steps",
-               training__save_steps=60, custom__train_jsonl="synthetic://shapes?n=2&seed=0&max_objects=2")
+    cfg = tiny("stage2_ab_training", training__max_steps=150, training__effective_batch_size=2,
+               training__learning_rate=3e-3, training__eval_strategy="no", training__save_strategy="steps",
+               training__save_steps=150, custom__train_jsonl="synthetic://shapes?n=2&seed=0&max_objects=2",
+               tuner={"train_type": "full"})
     cfg["custom"]["extra"]["stage2_ab"]["schedule"] = {"pattern": ["A"]}
     cfg["training"]["run_name"] = "stage1"
     return run_config(tmp_path, cfg, name="stage1.yaml").checkpoint
@@ -23,7 +24,7 @@ def test_candidate_top_k_changes_the_logged_match_counts(tmp_path, tiny):
     checkpoint = _teach_the_format(tmp_path, tiny)
     logged = {}
     for k in (1, 4):
-        cfg = tiny(model={"model": str(checkpoint), "torch_dtype": "float32", "attn_impl": "packed"},
+        cfg = tiny(tuner={"train_type": "full"}, model={"model": str(checkpoint), "torch_dtype": "float32", "attn_impl": "packed"},
                    training__max_steps=1, training__eval_strategy="no", training__save_strategy="no",
                    custom__train_jsonl="synthetic://shapes?n=2&seed=0&max_objects=2")
         cfg["custom"]["extra"]["rollout_matching"].update(candidate_top_k=k, max_new_tokens=96)

@@ -26,6 +26,7 @@ from coordexp.errors import ConfigError, DataError, SegmentTooLongError
 from coordexp.learn.encode import encode_prompt, gt_segment, with_answer
 from coordexp.learn.model import LoadedModel, load_model_from_config
 from coordexp.learn.segments import target_segment
+from coordexp.prompt_cache import PromptCache
 
 if TYPE_CHECKING:
     from coordexp.backends.protocol import RolloutBackend, RolloutRequest
@@ -105,6 +106,7 @@ class Runtime:
     device: torch.device
     backend: RolloutBackend | None = None
     learner: Learner | None = None
+    prompt_cache: PromptCache = attrs.Factory(PromptCache)
     drop_log: list[dict[str, Any]] = attrs.Factory(list)
 
     @property
@@ -140,11 +142,20 @@ class Runtime:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="coordexp-images") as pool:
             list(pool.map(decode, items))
 
+    def cached_prompt(self, item: Item) -> bool:
+        """Fill the item's prompt from the cache; False when it has to be encoded."""
+        hit = self.prompt_cache.get(item.sample.sample_id)
+        if hit is not None:
+            item.messages, item.encoding = hit
+        return hit is not None
+
     def encode_prompt(self, item: Item) -> None:
         """The item's chat turns and their encoding (the image is decoded and processed once per sample)."""
         images = item.images if item.images is not None else open_images(item.sample)
         item.messages = build_messages(item.sample, images, self.prompts)
         item.encoding = encode_prompt(self.processor, item.messages)
+        item.images = None
+        self.prompt_cache.put(item.sample.sample_id, item.messages, item.encoding)
 
     def request(self, item: Item) -> RolloutRequest:
         from coordexp.backends.protocol import RolloutRequest

@@ -172,8 +172,9 @@ class StepWork:
         return f"{item.sample.sample_id}@{self.state.step}"
 
     def _encode_prompts(self) -> list[Item]:
-        self.rt.decode_images([it for it in self.state.live() if it.encoding is None])
-        for item in self.state.live():
+        todo = [it for it in self.state.live() if it.encoding is None and not self.rt.cached_prompt(it)]
+        self.rt.decode_images(todo)
+        for item in todo:
             if item.encoding is None:
                 self._guarded(item, "prompt", self.rt.encode_prompt)
         return self.state.live()

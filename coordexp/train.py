@@ -88,10 +88,15 @@ def build_executor(config: Config, folder: Path, *, dist: Distributed | None = N
                    resume_from: Path | None = None) -> Executor:
     """Runtime, learner, backend, checkpointer and logger of a run writing to ``folder``, ready to train.
 
+    ``folder`` is created (with the resolved ``config.yaml``) only once the data has loaded cleanly.
+
     ``resume_from`` (a checkpoint folder) restores the learner and the trainer state first, so the logger's
     progress starts at the restored step.
     """
-    rt = build_runtime(config, dist=dist)
+    rt = build_runtime(config, dist=dist)  # the data is validated here: a bad record fails before any folder exists
+    if rt.dist.is_main:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / CONFIG_FILE).write_text(config_to_yaml(config), encoding="utf-8")
     steps = total_steps(rt)
     rt.learner = learner_for(rt, steps)
     rt.backend = rollout_backend(rt)
@@ -110,9 +115,6 @@ def train(config: Config, *, config_path: Path, resume: Path | None = None) -> S
     text = config_to_yaml(config)
     if resume is not None:
         _check_resume_config(folder, text)
-    if dist.is_main:
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / CONFIG_FILE).write_text(text, encoding="utf-8")
     ex = build_executor(config, folder, dist=dist, resume_from=latest_checkpoint(resume) if resume else None)
     progress: Progress = ex.train()
     ex.rt.backend.close()

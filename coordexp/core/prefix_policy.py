@@ -8,8 +8,9 @@ model can then "escape" into malformed output at no cost (seed runbook 000, sect
 prefix right before the first invalid object makes the teacher take over from there: the objects
 after the cut leave the prefix, their GT become FN and are appended with full supervision, so the
 malformed continuation is replaced by a supervised correct one. ``cut_at_first_duplicate`` does the
-same at the first near-duplicate object (same normalised desc and IoU at or above the threshold with
-an earlier valid object), the seed's "spam plausible objects" failure (section 4.4 / 5.5).
+same at the first valid object that nearly duplicates an earlier valid one (the rule of
+``coordexp.core.duplicates``, shared with the stop rule), the seed's "spam plausible objects" failure
+(section 4.4 / 5.5).
 
 The cut lands on one of Parse's own append-ready cut points (``coordexp.core.scan``): the end of the
 last object value before the offending one that closed in the root's entry list, or right after the
@@ -29,7 +30,7 @@ import enum
 
 import attrs
 
-from coordexp.core.geometry import IouMode, Shape, box_pair_iou, iou
+from coordexp.core.duplicates import NearDuplicates
 from coordexp.core.keys import GeomType, Layout
 from coordexp.core.parse_records import Fallback, ParsedObject, ParseResult
 from coordexp.core.scan import SCAN_LAYOUTS, cut_candidates, max_object_index, scan
@@ -167,32 +168,13 @@ def _offending_start(
     return CutReason.DUPLICATE, _first_duplicate(valid, cfg)
 
 
-def _norm_desc(desc: str) -> str:
-    return desc.strip().lower()
-
-
 def _first_duplicate(objects: tuple[ParsedObject, ...], cfg: PrefixPolicyConfig) -> int | None:
-    """Value start of the first object that nearly duplicates an earlier one (stop-rule definition)."""
-    seen: list[tuple[str, ParsedObject]] = []
+    """Value start of the first object that nearly duplicates an earlier one."""
+    seen = NearDuplicates(iou_threshold=cfg.duplicate_iou, same_desc=cfg.same_desc)
     for obj in objects:
-        desc = _norm_desc(obj.desc)
-        for other_desc, other in seen:
-            if cfg.same_desc and other_desc != desc:
-                continue
-            if _iou(obj, other) >= cfg.duplicate_iou:
-                return obj.value_span[0]
-        seen.append((desc, obj))
+        if seen.add(obj.desc, obj.geom_type, obj.coord_bins):
+            return obj.value_span[0]
     return None
-
-
-def _iou(a: ParsedObject, b: ParsedObject) -> float:
-    """Exact IoU; two boxes in plain Python (the dense case: 60 objects, 1770 pairs).
-
-    Parsed boxes are valid bins (ordered corners in 0..999), so they need no clamping first.
-    """
-    if a.geom_type is GeomType.BBOX and b.geom_type is GeomType.BBOX:
-        return box_pair_iou(a.coord_bins, b.coord_bins)
-    return iou(Shape(a.geom_type, a.coord_bins), Shape(b.geom_type, b.coord_bins), mode=IouMode.EXACT)
 
 
 def _cut_tokens(

@@ -115,8 +115,14 @@ class ScanResult:
     array_items: int  # objects opened inside the objects array
 
 
-class _Scanner:
-    """State of one scan; the hot loop lives in ``run`` and rare events go to small methods."""
+class IncrementalScanner:
+    """State of one scan that can resume as more bytes arrive; ``scan`` runs it once over a whole text.
+
+    The stop rules (``coordexp.core.repeat``) feed it a rollout token by token and read, between
+    tokens: ``objects`` and ``key_marks`` (as in ``ScanResult``, growing), ``depth`` and ``bdepth``
+    (braces and brackets open now) and ``expects_root_key()``. The other attributes are the scan's
+    own. The hot loop lives in ``run`` and rare events go to small methods.
+    """
 
     def __init__(self, layout: ScanLayout) -> None:
         self.array = layout.layout is Layout.OBJECTS_ARRAY
@@ -168,6 +174,10 @@ class _Scanner:
             else:
                 self._close_bracket(pos)
         return -1
+
+    def expects_root_key(self) -> bool:
+        """Whether a string opening here is a key of the root object (after its ``{`` or a ``,``)."""
+        return self.depth == 1 and self.bdepth == self.base[1] and self.expect[1]
 
     def _key(self, raw: bytes, quote_pos: int) -> None:
         self.last_key = raw
@@ -264,7 +274,7 @@ class _Scanner:
 
 def scan(data: bytes, layout: ScanLayout = OBJECT_N) -> ScanResult:
     """Scan a response's bytes once (see the module docstring for the rules)."""
-    sc = _Scanner(layout)
+    sc = IncrementalScanner(layout)
     in_string = sc.run(data) >= 0
     cur = sc.current
     if cur is not None and cur.cap_state == _ACTIVE:

@@ -26,9 +26,9 @@ from collections.abc import Iterable, Sequence
 import attrs
 
 from coordexp.core.coords import parse_coord_token
+from coordexp.core.duplicates import norm_desc
 from coordexp.core.match import MatchResult
 from coordexp.core.parse_records import Fallback, ImEndCut, ParseResult
-from coordexp.core.prefix_policy import _norm_desc as desc_key
 from coordexp.core.repeat import StopRule, stop_metrics
 from coordexp.core.target_records import CutReason, PrefixCut, TrainTarget
 from coordexp.core.tokens import TokenContext
@@ -141,7 +141,7 @@ def _array_body(text: str, start: int) -> str:
 
 def max_desc_duplicates(parse: ParseResult) -> int:
     """Largest number of valid objects sharing one desc (the near-duplicate rule's desc key)."""
-    counts = Counter(desc_key(o.desc) for o in parse.valid_objects)
+    counts = Counter(norm_desc(o.desc) for o in parse.valid_objects)
     return max(counts.values(), default=0)
 
 

@@ -54,6 +54,17 @@ def _print_dry_run(loaded, env_warnings: list[str]) -> None:
         print(f"warning: {message}", file=sys.stderr)
 
 
+def _log_to_stderr() -> None:
+    """coordexp's own messages (resume, drops, warnings) on stderr; other libraries keep their levels."""
+    logger = logging.getLogger("coordexp")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("coordexp: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -76,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"warning: {message}", file=sys.stderr)
     from coordexp.train import train
 
-    logging.basicConfig(level=logging.INFO, format="coordexp: %(message)s")
+    _log_to_stderr()
     try:
         summary = train(loaded.config, config_path=Path(args.config), resume=args.resume)
     except CoordexpError as exc:

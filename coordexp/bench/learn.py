@@ -29,12 +29,13 @@ import torch
 
 from coordexp.cli import count
 from coordexp.core.pack import Pack, PackBuffer, SegmentRef, drain, insert
-from coordexp.data.tiny import BUILDERS, HIDDEN, tiny_segments
+from coordexp.data.tiny import BUILDERS, HIDDEN
 from coordexp.learn.attention import PACKED, PACKED_IMPLS, attn_implementation_for, resolve_kernel
 from coordexp.learn.learner import backward_packs
 from coordexp.learn.losses import CoordLossConfig
 from coordexp.learn.model import coord_ids_tensor, coord_token_ids
 from coordexp.learn.packed import TrainBatch, pack_segments, pad_segments
+from coordexp.learn.tiny_segments import tiny_segments
 
 COORD = CoordLossConfig(sigma=2.0, truncate=16.0, temperature=1.0, soft_ce_weight=1.0, w1_weight=1.0, gate_weight=1.0)
 CASES = ("h32", "h256", "long")

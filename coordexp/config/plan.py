@@ -51,9 +51,8 @@ def step_plan(config: Config, derived: Derived) -> list[str]:
     rm, ab, t = config.rollout_matching, config.stage2_ab, config.training
     lines = [f"trainer variant : {config.custom.trainer_variant}"]
     if config.custom.trainer_variant == "stage2_ab_training" and ab is not None:
-        lines.append(f"channels        : A (GT teacher forcing, n_softctx_iter {ab.n_softctx_iter}, "
-                     f"{ab.softctx_grad_mode}) + B (rollout-matching, mode {ab.channel_b.mode}, "
-                     f"pipeline {'on' if ab.channel_b.enable_pipeline else 'off'})")
+        lines.append(f"channels        : A (GT teacher forcing, one forward; soft self-context not built yet) + "
+                     f"B (rollout-matching, mode {ab.channel_b.mode}, rollouts then learning)")
         lines.append(f"schedule        : {_schedule_text(ab.schedule)}")
     else:
         lines.append("channels        : rollout-matching on every step")

@@ -9,12 +9,14 @@ import attrs
 from coordexp.config._fields import knob
 
 TINY_MODEL = "tiny"
+DEMO_MODEL = "tiny-demo"
 
 
 @attrs.frozen
 class ModelConfig:
     model: str = knob(
-        help=f"Checkpoint directory or hub id, or `{TINY_MODEL}` for the tiny Qwen3-VL built offline (CPU demos, tests)."
+        help=f"Checkpoint directory or hub id; `{TINY_MODEL}` builds the tiny test Qwen3-VL offline, `{DEMO_MODEL}` the "
+        "slightly larger one the CPU demo learns with."
     )
     torch_dtype: Literal["bfloat16", "float16", "float32"] = knob("bfloat16", help="Dtype the weights are loaded in.")
     attn_impl: Literal["eager", "sdpa", "flash_attention_2", "packed", "packed_sdpa", "packed_torch_varlen", "packed_fa_varlen"] = knob(

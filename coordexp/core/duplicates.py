@@ -38,7 +38,8 @@ class NearDuplicates:
     def __init__(self, *, iou_threshold: float, same_desc: bool) -> None:
         self.iou_threshold = iou_threshold
         self.same_desc = same_desc
-        self._seen: list[tuple[str, GeomType, Sequence[int]]] = []  # (normalised desc, geometry, norm1000 bins)
+        # (normalised desc, geometry, norm1000 bins) of every object added
+        self._seen: list[tuple[str, GeomType, Sequence[int]]] = []
 
     def add(self, desc: str, geom_type: GeomType, bins: Sequence[int]) -> bool:
         """Whether this object nearly duplicates an earlier one; it is remembered either way.
@@ -47,18 +48,17 @@ class NearDuplicates:
         that before), so no clamping is needed.
         """
         key = norm_desc(desc)
+        same_desc, threshold, box = self.same_desc, self.iou_threshold, geom_type is GeomType.BBOX
         hit = False
         for other_desc, other_type, other_bins in self._seen:
-            if self.same_desc and other_desc != key:
+            if same_desc and other_desc != key:
                 continue
-            if _iou(geom_type, bins, other_type, other_bins) >= self.iou_threshold:
+            if box and other_type is GeomType.BBOX:
+                value = box_pair_iou(bins, other_bins)
+            else:
+                value = iou(Shape(geom_type, bins), Shape(other_type, other_bins), mode=IouMode.EXACT)
+            if value >= threshold:
                 hit = True
                 break
         self._seen.append((key, geom_type, bins))
         return hit
-
-
-def _iou(a_type: GeomType, a: Sequence[int], b_type: GeomType, b: Sequence[int]) -> float:
-    if a_type is GeomType.BBOX and b_type is GeomType.BBOX:
-        return box_pair_iou(a, b)
-    return iou(Shape(a_type, a), Shape(b_type, b), mode=IouMode.EXACT)

@@ -51,10 +51,6 @@ SHAPES = ("square", "circle", "triangle")  # desc words of rectangle, ellipse, t
 _PLACEMENT_TRIES = 50  # per object; a crowded image simply gets fewer objects (never below min_objects)
 
 
-def _positive_int(value: int) -> bool:
-    return value > 0
-
-
 def _unit(value: float) -> bool:
     return 0.0 < value <= 1.0
 

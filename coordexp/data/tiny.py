@@ -9,7 +9,8 @@ does not disturb the caller's random stream), and a saved one loads through
 ``coordexp.learn.model.load_model`` like any downloaded checkpoint.
 
 Images are resized to between 1 and 16 merged image tokens, so a test image of a few dozen pixels
-costs a handful of tokens and images of different sizes give segments of different lengths.
+costs a handful of tokens and images of different sizes give segments of different lengths
+(``coordexp.learn.tiny_segments`` turns ``tiny_samples`` into supervised segments).
 """
 
 from __future__ import annotations
@@ -34,14 +35,14 @@ from transformers import (
     Qwen3VLForConditionalGeneration,
 )
 
-from coordexp.core.coordjson import GeomType, GTObject, serialize
+from coordexp.core.coordjson import GeomType, GTObject
+from coordexp.data.processors import ImageOnlyQwen2_5VLProcessor, ImageOnlyQwen3VLProcessor
 from coordexp.data.tiny_tokenizer import ENDOFTEXT, IM_END, SPECIALS
 from coordexp.data.tokenizer import fixture_tokenizer_path, load_tokenizer
-from coordexp.errors import ConfigError, TokenizerError
-from coordexp.learn.model import ImageOnlyQwen2_5VLProcessor, ImageOnlyQwen3VLProcessor
-from coordexp.learn.packed import Segment
+from coordexp.errors import ConfigError
 
 HIDDEN = 32
+DEMO_HIDDEN, DEMO_HEAD_DIM = 64, 32  # the demo model (build_demo_qwen3vl)
 HEAD_DIM = 8  # mrope_section must sum to HEAD_DIM // 2
 MIN_MERGED_TOKENS, MAX_MERGED_TOKENS = 1, 16
 TEXT_INIT_STD = 0.2
@@ -197,6 +198,33 @@ def build_tiny_qwen2_5vl(
     return _finish(model, processor, out_dir)
 
 
+def _demo_config(tok: Qwen2Tokenizer) -> Qwen3VLConfig:
+    """Language model 64 wide, 2 heads of 32 (what vLLM's CPU attention needs); vision 64 wide on 8-px patches."""
+    text = _text_config(tok, [2, 1, 1])
+    text.update(hidden_size=DEMO_HIDDEN, intermediate_size=2 * DEMO_HIDDEN, num_attention_heads=2,
+                num_key_value_heads=1, head_dim=DEMO_HEAD_DIM, initializer_range=0.02)
+    text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [6, 5, 5],
+                               "mrope_interleaved": True}
+    vision = dict(
+        depth=2, hidden_size=DEMO_HIDDEN, intermediate_size=2 * DEMO_HIDDEN, num_heads=4, in_channels=3, patch_size=8,
+        spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=DEMO_HIDDEN, num_position_embeddings=64,
+        deepstack_visual_indexes=[0, 1], hidden_act="gelu_pytorch_tanh", initializer_range=0.02,
+    )  # fmt: skip
+    return Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, **_vision_ids(tok))
+
+
+def build_demo_qwen3vl(seed: int = 0, out_dir: str | Path | None = None) -> TinyModel:
+    """The demo's Qwen3-VL (``model: tiny-demo``, about 0.54M parameters): small enough to learn the 64-px
+    synthetic shapes on two CPU cores in minutes, large enough to localise them. A 64x64 image is 8x8 patches of
+    8 px, 16 merged image tokens. The default ``tiny`` model stays the test model."""
+    tok = fixture_tokenizer()
+    processor = ImageOnlyQwen3VLProcessor(
+        image_processor=_image_processor(8, 2), tokenizer=tok, chat_template=tok.chat_template
+    )
+    model = _seeded(Qwen3VLForConditionalGeneration, _demo_config(tok), seed)
+    return _finish(model, processor, out_dir)
+
+
 BUILDERS = {"qwen3_vl": build_tiny_qwen3vl, "qwen2_5_vl": build_tiny_qwen2_5vl}
 
 PROMPT = "Detect every object. Answer with one JSON object of objects with desc and bbox_2d."
@@ -224,31 +252,6 @@ def tiny_samples(n: int, *, seed: int, max_objects: int = 4) -> list[tuple[Image
             objects.append(GTObject(i + 1, rng.choice(_DESCS), GeomType.BBOX, (x1, y1, x2, y2)))
         out.append((img, tuple(objects)))
     return out
-
-
-def tiny_segments(processor: Any, n: int, *, seed: int, prefix_len: int = 0, max_objects: int = 4) -> list[Segment]:
-    """``n`` GT-supervised segments for tests and benchmarks (see ``coordexp.learn.encode``).
-
-    ``prefix_len`` answer tokens of every segment play a matched rollout prefix (prefix coord slots,
-    no CE), so both coord groups are exercised. ``max_objects`` bounds the objects per answer (about
-    28 tokens each), i.e. how long segments get.
-    """
-    from coordexp.learn.encode import encode_teacher_forced, gt_segment
-    from coordexp.learn.model import coord_token_ids
-
-    tok = processor.tokenizer
-    coord_ids = coord_token_ids(tok)
-    if coord_ids is None:
-        raise TokenizerError("tiny_segments needs a tokenizer with the coord vocabulary")
-    id_to_bin = {i: k for k, i in enumerate(coord_ids)}
-    eos = tok.convert_tokens_to_ids(IM_END)
-    segments = []
-    for j, (img, objects) in enumerate(tiny_samples(n, seed=seed, max_objects=max_objects)):
-        messages = [{"role": "user", "content": [{"type": "image", "image": img}, {"type": "text", "text": PROMPT}]}]
-        y_ids = tok.encode(serialize(objects), add_special_tokens=False) + [eos]
-        enc = encode_teacher_forced(processor, messages, y_ids)
-        segments.append(gt_segment(enc, coord_id_to_bin=id_to_bin, key=f"tiny-{seed}-{j}", prefix_len=prefix_len))
-    return segments
 
 
 def main(argv: list[str] | None = None) -> int:

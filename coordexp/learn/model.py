@@ -4,9 +4,7 @@ One code path serves the tiny offline model (tests, CPU demos) and real checkpoi
 built by ``coordexp.data.tiny`` and, once saved, is an ordinary checkpoint directory. Loading never
 touches the network (``local_files_only=True``).
 
-Processors are image-only on purpose. The stock Qwen-VL processors also build a video processor, which
-needs torchvision; coordexp never feeds video, so depending on torchvision would only make CPU
-machines unable to load a checkpoint (and ``AutoProcessor`` silently returns a bare tokenizer there).
+Processors are image-only on purpose (``coordexp.data.processors`` says why).
 
 The coord vocabulary (``<|coord_0|>``..``<|coord_999|>``) is checked at load time. A checkpoint
 without it gets the 1000 tokens appended (as ordinary, non-special tokens, so decoding with
@@ -25,16 +23,12 @@ from typing import Any
 
 import attrs
 import torch
-from transformers import (
-    PreTrainedModel,
-    Qwen2_5_VLForConditionalGeneration,
-    Qwen2_5_VLProcessor,
-    Qwen3VLForConditionalGeneration,
-    Qwen3VLProcessor,
-)
+from transformers import PreTrainedModel, Qwen2_5_VLForConditionalGeneration, Qwen3VLForConditionalGeneration
 
-from coordexp.config.schema_model import TINY_MODEL, ModelConfig, TunerConfig
+from coordexp.config.schema_model import DEMO_MODEL, TINY_MODEL, ModelConfig, TunerConfig
 from coordexp.core.coords import COORD_TOKENS
+from coordexp.data.processors import ImageOnlyQwen2_5VLProcessor, ImageOnlyQwen3VLProcessor
+from coordexp.data.tiny import build_demo_qwen3vl, build_tiny_qwen3vl
 from coordexp.errors import ConfigError, TokenizerError
 from coordexp.learn.attention import attn_implementation_for
 
@@ -52,32 +46,6 @@ TINY_SEED = 0
 # Fixed seed for the (tiny-noise) initialisation of added coord rows, so a load is reproducible
 # without touching the caller's RNG stream.
 _RESIZE_SEED = 1000
-
-
-class ImageOnlyQwen3VLProcessor(Qwen3VLProcessor):
-    """Qwen3-VL processor without a video processor (no torchvision needed)."""
-
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-        super().__init__(
-            image_processor=image_processor,
-            tokenizer=tokenizer,
-            video_processor=None,
-            chat_template=chat_template,
-            **kwargs,
-        )
-
-
-class ImageOnlyQwen2_5VLProcessor(Qwen2_5_VLProcessor):
-    """Qwen2.5-VL processor without a video processor (no torchvision needed)."""
-
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-        super().__init__(
-            image_processor=image_processor,
-            tokenizer=tokenizer,
-            video_processor=None,
-            chat_template=chat_template,
-            **kwargs,
-        )
 
 
 @attrs.frozen
@@ -205,10 +173,10 @@ def _from_checkpoint(path: str, dtype: torch.dtype, attn_impl: str) -> tuple[Pre
     return model, processor, family.model_type
 
 
-def _tiny(dtype: torch.dtype, attn_impl: str) -> tuple[PreTrainedModel, Any, str]:
-    from coordexp.data.tiny import build_tiny_qwen3vl
-
-    tiny = build_tiny_qwen3vl(seed=TINY_SEED)
+def _builtin(name: str, dtype: torch.dtype, attn_impl: str) -> tuple[PreTrainedModel, Any, str]:
+    """``tiny`` (the test model) or ``tiny-demo`` (the demo's), built offline from the fixture tokenizer."""
+    build = build_demo_qwen3vl if name == DEMO_MODEL else build_tiny_qwen3vl
+    tiny = build(seed=TINY_SEED)
     tiny.model.set_attn_implementation(attn_implementation_for(attn_impl))
     return tiny.model.to(dtype), tiny.processor, "qwen3_vl"
 
@@ -220,8 +188,8 @@ def load_model(
     from coordexp.learn.tuner import apply_tuner
 
     torch_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
-    if str(path_or_tiny) == TINY_MODEL:
-        model, processor, family = _tiny(torch_dtype, attn_impl)
+    if str(path_or_tiny) in (TINY_MODEL, DEMO_MODEL):
+        model, processor, family = _builtin(str(path_or_tiny), torch_dtype, attn_impl)
     else:
         model, processor, family = _from_checkpoint(str(path_or_tiny), torch_dtype, attn_impl)
     added = ensure_coord_vocab(processor.tokenizer)

@@ -16,7 +16,7 @@ import copy
 import pytest
 import torch
 
-from coordexp.data.tiny import build_tiny_qwen2_5vl, build_tiny_qwen3vl, tiny_segments
+from coordexp.data.tiny import build_tiny_qwen2_5vl, build_tiny_qwen3vl
 from coordexp.learn.attention import (
     KERNEL_CALLS,
     PACKED,
@@ -32,6 +32,7 @@ from coordexp.learn.learner import backward_packs, forward_loss_sums, step_weigh
 from coordexp.learn.losses import CoordLossConfig
 from coordexp.learn.model import coord_ids_tensor, coord_token_ids
 from coordexp.learn.packed import pack_segments, pad_segments
+from coordexp.learn.tiny_segments import tiny_segments
 
 CFG = CoordLossConfig(sigma=2.0, truncate=16.0, temperature=1.0, soft_ce_weight=1.0, w1_weight=1.0, gate_weight=1.0)
 BUILDERS = {"qwen3_vl": build_tiny_qwen3vl, "qwen2_5_vl": build_tiny_qwen2_5vl}

@@ -73,17 +73,3 @@ def test_threshold_is_validated():
     with pytest.raises(ConfigError, match="iou_threshold"):
         policy_cfg("cut_at_first_duplicate", duplicate_iou=1.5)
 
-
-def test_inline_box_iou_equals_geometry_iou():
-    import random
-
-    from coordexp.core.geometry import Shape, iou
-    from coordexp.core.parse_records import ParsedObject
-    from coordexp.core.prefix_policy import _iou
-
-    rng = random.Random(3)
-    for _ in range(300):
-        a, b = (sorted(rng.sample(range(0, 60), 2)) + sorted(rng.sample(range(0, 60), 2)) for _ in range(2))
-        boxes = [(p[0], p[2], p[1], p[3]) for p in (a, b)]
-        objs = [ParsedObject("object_1", 1, "x", "bbox_2d", (0, 1, 2, 3), bx, (0, 1), (0, 1)) for bx in boxes]
-        assert _iou(*objs) == pytest.approx(iou(Shape("bbox_2d", boxes[0]), Shape("bbox_2d", boxes[1])))

@@ -69,12 +69,13 @@ def learner_inputs(*, segments: int, seed: int, prefix_len: int) -> dict[str, An
     import attrs
     import torch
 
-    from coordexp.data.tiny import build_tiny_qwen3vl, tiny_segments
+    from coordexp.data.tiny import build_tiny_qwen3vl
     from coordexp.errors import PackingError
     from coordexp.learn.learner import forward_loss_sums
     from coordexp.learn.losses import CoordLossConfig
     from coordexp.learn.model import coord_token_ids
     from coordexp.learn.packed import MODEL_INPUT_KEYS, pack_segments, pad_segments
+    from coordexp.learn.tiny_segments import tiny_segments
 
     tiny = build_tiny_qwen3vl(seed=0)
     tok = tiny.processor.tokenizer

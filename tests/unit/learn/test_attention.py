@@ -11,7 +11,7 @@ from transformers import AttentionInterface
 from transformers.masking_utils import create_causal_mask
 
 from coordexp.config.schema_model import TunerConfig
-from coordexp.data.tiny import build_tiny_qwen3vl, tiny_segments
+from coordexp.data.tiny import build_tiny_qwen3vl
 from coordexp.errors import ConfigError, ConfigWarning
 from coordexp.learn import attention
 from coordexp.learn.attention import (
@@ -28,6 +28,7 @@ from coordexp.learn.attention import (
 )
 from coordexp.learn.model import load_model
 from coordexp.learn.packed import pack_segments, pad_segments
+from coordexp.learn.tiny_segments import tiny_segments
 
 
 class _Attn(torch.nn.Module):

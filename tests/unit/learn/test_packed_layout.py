@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from coordexp.config.schema_training import TrainingConfig
-from coordexp.data.tiny import build_tiny_qwen3vl, tiny_segments
+from coordexp.data.tiny import build_tiny_qwen3vl
 from coordexp.errors import LossError, PackingError
 from coordexp.learn.encode import encode_prompt, encode_teacher_forced
 from coordexp.learn.losses import IGNORE_INDEX
@@ -18,6 +18,7 @@ from coordexp.learn.packed import (
     pad_segments,
     segment_rope_positions,
 )
+from coordexp.learn.tiny_segments import tiny_segments
 
 
 @pytest.fixture(scope="module")

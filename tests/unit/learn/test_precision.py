@@ -7,12 +7,12 @@ import torch
 
 from coordexp.config.schema_model import TunerConfig
 from coordexp.config.schema_training import TrainingConfig
-from coordexp.data.tiny import tiny_segments
 from coordexp.errors import ConfigError
 from coordexp.learn.learner import Learner
 from coordexp.learn.losses import CoordLossConfig
 from coordexp.learn.model import load_model
 from coordexp.learn.packed import pack_segments
+from coordexp.learn.tiny_segments import tiny_segments
 
 COORD = CoordLossConfig(sigma=2.0, truncate=16.0, temperature=1.0, soft_ce_weight=1.0, w1_weight=1.0, gate_weight=1.0)
 LR = 1e-6  # AdamW's first step moves each weight by ~lr: far below bf16's resolution at |w| ~ 0.1

@@ -141,7 +141,7 @@ def channel_a_scope(config: Config, _d: Derived, out: Findings) -> None:
     if active:
         out.warn(f"{AB}.{active[0]}", f"{', '.join(active)} set, but this build does not apply them yet: Channel A "
                  "trains one teacher-forced forward with the coord soft-CE/W1/gate losses, and no geometry loss runs",
-                 f"set n_softctx_iter: 1 and the geometry / coord regulariser weights to 0 to silence this")
+                 "set n_softctx_iter: 1 and the geometry / coord regulariser weights to 0 to silence this")
 
 
 RULES = (packing, packing_mode, ab_batch, sft_batch, channel_b_mode, checkpoints, distributed, channel_a_scope)

@@ -74,6 +74,7 @@ class StepLogger:
         self.ema = PackLengthEma()
         self.samples_seen = 0
         self.last_eval: dict[str, float] | None = None
+        self.dump_overdue = False  # a dump fell due on a Channel-A step
         self.bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True,
                         disable=not rt.dist.is_main)
 
@@ -199,11 +200,20 @@ class StepLogger:
 
     # -- dumps and recordings -----------------------------------------------------------------------
     def _dump(self, state: StepState) -> None:
-        if self.monitor is None or not self.monitor.should_dump(state.step):
+        """Monitor dumps show rollouts: one due on a Channel-A step is written on the next Channel-B step."""
+        if self.monitor is None:
             return
-        samples = [self._monitor_sample(it) for it in state.items]
-        self.guard.run("monitor_dump", self.monitor.dump, state.step, [s for s in samples if s is not None],
-                       meta={"channel": state.channel.value, "trace": state.trace})
+        due = self.monitor.should_dump(state.step)
+        if state.channel is Channel.A:
+            self.dump_overdue = self.dump_overdue or due
+            return
+        if not (due or self.dump_overdue):
+            return
+        samples = [s for s in (self._monitor_sample(it) for it in state.items) if s is not None]
+        written = self.guard.run("monitor_dump", self.monitor.dump, state.step, samples, overdue=self.dump_overdue,
+                                 meta={"channel": state.channel.value, "trace": state.trace, "reuse": state.reuse})
+        if written:
+            self.dump_overdue = False
 
     def _monitor_sample(self, item: Item) -> MonitorSample | None:
         if item.parsed is None or item.matched is None:

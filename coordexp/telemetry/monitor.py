@@ -199,22 +199,30 @@ class MonitorDumper:
         self.events = len(existing)  # a resumed run keeps counting toward max_events
         self._dumped.update(int(m.group(1)) for m in existing)
 
-    def should_dump(self, step: int) -> bool:
+    def _may_dump(self, step: int) -> bool:
         p = self.policy
         if p.only_world_process_zero and self.rank != 0:
             return False
         if p.max_events and self.events >= p.max_events:
             return False
-        if step in self._dumped:
+        return step not in self._dumped
+
+    def should_dump(self, step: int) -> bool:
+        p = self.policy
+        if not self._may_dump(step):
             return False
         if step == 0:
             return p.dump_first_step
         return step % p.every_steps == 0
 
     def dump(self, step: int, samples: Sequence[MonitorSample], *, meta: Mapping[str, Any] | None = None,
-             epoch: float | None = None) -> list[Path]:
-        """Write the step's dump if it is due (returns the files written, none when not due)."""
-        if not self.should_dump(step):
+             epoch: float | None = None, overdue: bool = False) -> list[Path]:
+        """Write the step's dump if it is due (returns the files written, none when not due).
+
+        ``overdue``: a dump that fell due on a step without rollouts (Stage-2 AB Channel A) is written on the
+        next step that has them, still within ``max_events`` and the rank rule.
+        """
+        if not (self.should_dump(step) or (overdue and self._may_dump(step))):
             return []
         payload = self.payload(step, samples, meta=meta or {}, epoch=epoch)
         self.policy.out_dir.mkdir(parents=True, exist_ok=True)

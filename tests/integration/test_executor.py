@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 
@@ -48,6 +49,11 @@ def test_stage2_ab_runs_both_channels(tmp_path, tiny, snapshot):
     assert [r.metrics["stage2/channel_a"] for r in train] == [1.0, 0.0]
     assert "rollout/gen_new_tokens_p90" not in train[0].metrics  # Channel A rolls nothing out
     assert "rollout/gen_new_tokens_p90" in train[1].metrics
+    # step 0 (Channel A) was due for a monitor dump; it is written on step 1, the first step with rollouts
+    dumps = sorted(p.name for p in (summary.run_dir / "monitor_dumps").glob("*.json"))
+    assert dumps == ["step_000001.json"]
+    dump = json.loads((summary.run_dir / "monitor_dumps" / dumps[0]).read_text(encoding="utf-8"))
+    assert dump["meta"]["channel"] == "B" and len(dump["samples"]) == 2 and dump["samples"][0]["rollout_text"]
 
 
 def test_checkpoint_is_a_model_for_a_new_run(tmp_path, tiny):

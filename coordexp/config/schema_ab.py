@@ -68,14 +68,15 @@ class ChannelBConfig:
 @attrs.frozen
 class Stage2ABConfig:
     schedule: ScheduleConfig = section(ScheduleConfig, help="Which optimizer steps are Channel-A and which Channel-B.")
-    n_softctx_iter: int = knob(2, help="Channel-A full forwards (>= 1): 1 = plain teacher forcing, 2 = one soft self-context pass.")
+    n_softctx_iter: int = knob(1, help="Channel-A full forwards (>= 1): 1 = plain teacher forcing, 2 = one soft self-context pass "
+                               "(the soft self-context is not built yet: values > 1 warn and train one forward).")
     softctx_grad_mode: Literal["unroll", "em_detach"] = knob(
         "unroll", help="`unroll`: gradients through every iteration; `em_detach`: middle iterations without grad."
     )
     softctx_temperature: float = knob(1.0, help="Softmax temperature of the expected coord embedding and decode (> 0).")
     desc_ce_weight: float = knob(1.0, help="CE weight of GT desc tokens (A) and FN desc tokens (B) (>= 0).")
-    bbox_smoothl1_weight: float = knob(1.0, help="SmoothL1 weight on expectation-decoded boxes (>= 0).")
-    bbox_ciou_weight: float = knob(1.0, help="CIoU weight on expectation-decoded boxes (>= 0).")
+    bbox_smoothl1_weight: float = knob(0.0, help="SmoothL1 weight on expectation-decoded boxes (>= 0; not applied yet: > 0 warns).")
+    bbox_ciou_weight: float = knob(0.0, help="CIoU weight on expectation-decoded boxes (>= 0; not applied yet: > 0 warns).")
     coord_ce_weight: float = knob(0.0, help="Hard CE over the 1000 coord bins at coord slots (>= 0).")
     coord_el1_weight: float = knob(0.0, help="Expected L1 distance to the GT bin (>= 0).")
     coord_ehuber_weight: float = knob(0.0, help="Expected Huber distance to the GT bin (>= 0).")

@@ -19,7 +19,8 @@ TRANSITIONS: frozenset[str] = frozenset(
     {
         "coords", "parse", "append", "serialize", "geometry", "match", "target", "labels",
         "pack_select", "pack_buffer", "pack_row", "loss", "schedule", "config", "decode", "repeat",
-        "metrics", "executor", "backend", "launcher", "eval", "buffer", "learn", "channel_a",
+        "metrics", "executor", "backend", "hf_backend", "launcher", "eval", "buffer", "learn",
+        "channel_a",
     }
 )
 """The closed `Transition:` vocabulary of docs/dev/conventions.md (a test keeps the two in step)."""

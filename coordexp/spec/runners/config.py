@@ -6,18 +6,23 @@ world_size stands in for the WORLD_SIZE environment variable, the process enviro
 (written to a temporary folder, shown as ``<tmp>`` in messages); or ``{"cases": [<input>, ...]}`` for a
 scenario that lists several variants. Output per case:
 ``{"ok": true, "warnings": [...], "resolved": {...}}`` or ``{"error": {"type": "ConfigError", "messages": [...]}}``.
+Opt-in extras of a loaded case: ``"show_keys": ["training.per_device_eval_batch_size", ...]`` adds those dotted
+keys' resolved values under ``"shown"``; ``"bound_decoding": true`` adds ``coordexp.bind.bind_decoding``'s record
+(what every rollout backend decodes with) under ``"bound_decoding"``.
 """
 
 from __future__ import annotations
 
 import tempfile
 import warnings
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
 import attrs
 import yaml
 
+from coordexp.bind import bind_decoding
 from coordexp.config import Loaded, derive, load, load_config_data, validate
 from coordexp.config.plan import PREVIEW_STEPS, channel_at
 from coordexp.config.schema_root import Config
@@ -74,7 +79,12 @@ def _run_case(case: dict[str, Any]) -> dict[str, Any]:
             found = validate(loaded.config, env=env, display=loaded.display)
     except ConfigError as exc:
         return {"error": {"type": "ConfigError", "messages": exc.messages}}
-    return {"ok": True, "warnings": found, "resolved": _resolved(loaded.config, env)}
+    out = {"ok": True, "warnings": found, "resolved": _resolved(loaded.config, env)}
+    if case.get("show_keys"):
+        out["shown"] = {key: attrgetter(key)(loaded.config) for key in case["show_keys"]}
+    if case.get("bound_decoding"):
+        out["bound_decoding"] = attrs.asdict(bind_decoding(loaded.config))
+    return out
 
 
 def run(data: dict[str, Any]) -> Any:

@@ -107,7 +107,7 @@ def test_bind_holds_every_record_of_a_shipped_config():
     config = load_config(REPO_ROOT / "configs" / "demo.yaml")
     bound = bind(config, env={})
     assert bound.variant == AB_V and bound.packing is not None and bound.packing.mode == "step"
-    assert bound.schedule is not None and bound.derived.gradient_accumulation_steps == 4
+    assert bound.schedule is not None and bound.derived.gradient_accumulation_steps == 8
     assert bound.target == bind_target(config) and bound.match == bind_match(config)
 
 

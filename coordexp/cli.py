@@ -90,3 +90,27 @@ def count(minimum: int) -> Any:
 
     parse.__name__ = f"integer >= {minimum}"
     return parse
+
+
+def generated_doc_main(argv: list[str] | None, *, prog: str, description: str, path: Path, render: Any,
+                       regenerate: str) -> int:
+    """The ``--write`` / ``--check`` / print command of a generated doc (config and metrics references)."""
+    import sys
+
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--write", action="store_true", help=f"rewrite {path.name}")
+    group.add_argument("--check", action="store_true", help=f"exit 1 if {path.name} is stale")
+    args = parser.parse_args(argv)
+    text = render()
+    if args.write:
+        path.write_text(text, encoding="utf-8")
+        return 0
+    if args.check:
+        current = path.read_text(encoding="utf-8") if path.is_file() else ""
+        if current != text:
+            print(f"{path} is stale; regenerate it with: {regenerate}", file=sys.stderr)
+            return 1
+        return 0
+    sys.stdout.write(text)
+    return 0

@@ -10,13 +10,13 @@ drift from the code without a failing test.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any
 
 import attrs
 
+from coordexp.cli import generated_doc_main
 from coordexp.config._fields import help_of
 from coordexp.config._types import fields_of, section_class, tuple_item, type_name
 from coordexp.config.schema_root import Config
@@ -87,23 +87,8 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m coordexp.config.docs", description=__doc__.splitlines()[0])
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--write", action="store_true", help=f"rewrite {DOCS_PATH.name}")
-    group.add_argument("--check", action="store_true", help=f"exit 1 if {DOCS_PATH.name} is stale")
-    args = parser.parse_args(argv)
-    text = render()
-    if args.write:
-        DOCS_PATH.write_text(text, encoding="utf-8")
-        return 0
-    if args.check:
-        current = DOCS_PATH.read_text(encoding="utf-8") if DOCS_PATH.is_file() else ""
-        if current != text:
-            print(f"{DOCS_PATH} is stale; regenerate it with: {REGENERATE}", file=sys.stderr)
-            return 1
-        return 0
-    sys.stdout.write(text)
-    return 0
+    return generated_doc_main(argv, prog="python -m coordexp.config.docs", description=__doc__.splitlines()[0], path=DOCS_PATH,
+                              render=render, regenerate=REGENERATE)
 
 
 if __name__ == "__main__":

@@ -131,7 +131,7 @@ class TokenContext:
         return cls.build(name, adapter, len(tokenizer), adapter.token_to_id)
 
 
-def _byte_level_alphabet() -> dict[str, int]:
+def byte_level_alphabet() -> dict[str, int]:
     """The byte-level BPE alphabet (GPT-2 ``bytes_to_unicode``), inverted: printable char -> byte."""
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     chars = list(printable)
@@ -144,7 +144,7 @@ def _byte_level_alphabet() -> dict[str, int]:
     return {chr(c): b for b, c in zip(printable, chars)}
 
 
-_BYTE_LEVEL = _byte_level_alphabet()
+_BYTE_LEVEL = byte_level_alphabet()
 _BYTE_FALLBACK = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 
 

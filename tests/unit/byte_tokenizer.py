@@ -20,7 +20,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from coordexp.core.coords import COORD_TOKENS
-from coordexp.core.tokens import ENDOFTEXT, IM_END, IM_START, TokenContext
+from coordexp.core.tokens import ENDOFTEXT, IM_END, IM_START, TokenContext, byte_level_alphabet
 
 # byte-level merges, written as byte strings; each is built from two existing tokens, left to right
 _MERGES: tuple[tuple[bytes, bytes], ...] = (
@@ -33,16 +33,8 @@ _MERGES: tuple[tuple[bytes, bytes], ...] = (
 
 
 def _alphabet() -> dict[int, str]:
-    """GPT-2's bytes_to_unicode: every byte as one printable character."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    chars = list(printable)
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return {b: chr(c) for b, c in zip(printable, chars)}
+    """GPT-2's bytes_to_unicode: every byte as one printable character (the inverse of coordexp's table)."""
+    return {b: c for c, b in byte_level_alphabet().items()}
 
 
 def _spell(data: bytes, alphabet: dict[int, str]) -> str:

@@ -57,7 +57,8 @@ def outcome(item: Item, rt: Runtime, *, with_target: bool) -> SampleOutcome:
 
 
 class StepLogger:
-    def __init__(self, rt: Runtime, folder: Path, *, total_steps: int, start_step: int = 0) -> None:
+    def __init__(self, rt: Runtime, folder: Path, *, total_steps: int, start_step: int = 0,
+                 samples_seen: int = 0) -> None:
         self.rt = rt
         t = rt.config.training
         self.folder = folder
@@ -72,7 +73,7 @@ class StepLogger:
         self.recorder = (RolloutRecorder(rollouts_path(folder, rt.dist.rank), config_hash=config_hash(config_to_yaml(rt.config)))
                          if rm.record_rollouts else None)
         self.ema = PackLengthEma()
-        self.samples_seen = 0
+        self.samples_seen = samples_seen  # a resumed run continues the count of drawn samples
         self.last_eval: dict[str, float] | None = None
         self.dump_overdue = False  # a dump fell due on a Channel-A step
         self.bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True,
@@ -108,7 +109,8 @@ class StepLogger:
     def _bookkeeping(self, state: StepState, ex: Executor) -> dict[str, float]:
         rt = self.rt
         n = len(state.items)
-        self.samples_seen += len(state.plan.indices) if state.plan is not None else n
+        if not state.reuse:  # an M-step learns the cached window again; it draws no new sample
+            self.samples_seen += len(state.plan.indices) if state.plan is not None else n
         out = {
             "train/samples_total": float(n),
             "train/samples_seen": float(self.samples_seen),

@@ -105,7 +105,9 @@ def build_executor(config: Config, folder: Path, *, dist: Distributed | None = N
     if resume_from is not None:
         ckpt.restore(ex, resume_from)
         log.info("resumed at step %d from %s", ex.progress.step, resume_from)
-    ex.tele = StepLogger(rt, folder, total_steps=steps, start_step=ex.progress.step)
+    pos = ex.progress.position
+    ex.tele = StepLogger(rt, folder, total_steps=steps, start_step=ex.progress.step,
+                         samples_seen=pos.epoch * len(rt.train) + pos.offset - pos.dropped)
     return ex
 
 

@@ -94,3 +94,6 @@ def test_ctrl_c_then_resume_gives_the_losses_of_an_uninterrupted_run(tmp_path, t
     assert sorted(got) == [1, 2, 3, 4]
     for step in (3, 4):
         assert got[step] == pytest.approx(want[step], abs=1e-6)
+    seen = {r.step: r.metrics["train/samples_seen"] for r in read_log(cut.run_dir / "logging.jsonl") if r.mode == "train"}
+    assert seen == {r.step: r.metrics["train/samples_seen"]
+                    for r in read_log(straight.run_dir / "logging.jsonl") if r.mode == "train"}

@@ -6,7 +6,8 @@ always leaves a checkpoint to resume from). Any strategy but ``no`` also saves a
 finished run always ends with a loadable model; ``save_last_epoch`` saves there even under ``no``.
 ``save_total_limit`` keeps the newest N, never the best.
 
-The trainer state (``trainer_state.json``) holds the step, the data position and the best metric; the
+The trainer state (``trainer_state.json``) holds the step, the data position, the best metric and the
+stability guard's state with its b_ratio backoffs (so the resumed schedule is the uninterrupted one); the
 carry buffer of packing (segments selected by no pack yet) goes to ``carry_buffer.pt``, so a resumed run
 packs exactly what the uninterrupted one would. The rollout buffer is runtime state and starts empty.
 """
@@ -24,6 +25,7 @@ from coordexp.core.pack import SegmentRef
 from coordexp.learn.checkpoint import export_pretrained, load_checkpoint, save_checkpoint
 from coordexp.learn.packed import Segment
 from coordexp.runfolder import TRAINER_STATE, prune, read_trainer_state, write_json_atomic
+from coordexp.telemetry.step import PackLengthEma
 
 if TYPE_CHECKING:
     from coordexp.executor import Executor
@@ -85,6 +87,8 @@ class Checkpointer:
             "best_checkpoint": p.best_checkpoint,
             "first_eval": p.first_eval,
             "last_eval": p.last_eval,
+            "pack_ema": attrs.asdict(p.pack_ema),
+            "stability": ex.stability.to_json(),  # guard state and b_ratio backoffs (coordexp.stability)
         })
         self.saved.append(out)
         best = Path(p.best_checkpoint) if p.best_checkpoint else None
@@ -102,6 +106,8 @@ class Checkpointer:
         p.best_checkpoint = state["best_checkpoint"]
         p.first_eval = state["first_eval"]
         p.last_eval = state["last_eval"]
+        p.pack_ema = PackLengthEma(**state.get("pack_ema", {}))
+        ex.restore_schedule(state.get("stability"))  # absent in checkpoints written before the guard
         _load_carry(ex, checkpoint)
 
 

@@ -75,3 +75,10 @@ class LossError(CoordexpError, ValueError):
     Raised, never turned into a zero loss: a zeroed coord loss trains on the CE alone and looks healthy.
     A ``ValueError`` too, since these are bad argument values.
     """
+
+
+class StabilityStop(CoordexpError):
+    """The stability guard stopped the run (``custom.extra.stability_guard.action``); a checkpoint was saved.
+
+    The message names the alarm, the metric, the threshold and the checkpoint to start a fixed run from.
+    """

@@ -31,6 +31,8 @@ from coordexp.eval.detection import best_metric_key, is_better
 from coordexp.machine import StepMachine
 from coordexp.packing import PackingState, pack_step
 from coordexp.runtime import Runtime
+from coordexp.stability import StabilityControl
+from coordexp.telemetry.step import PackLengthEma
 
 if TYPE_CHECKING:
     from coordexp.checkpointing import Checkpointer
@@ -48,6 +50,7 @@ CONFIG_READS = (
     "training.per_device_eval_batch_size",
     "training.metric_for_best_model",
     "training.greater_is_better",
+    "custom.extra.stage2_ab.channel_b.enable_pipeline",
 )
 
 
@@ -61,6 +64,7 @@ class Progress:
     best_checkpoint: str | None = None
     first_eval: dict[str, float] | None = None
     last_eval: dict[str, float] | None = None
+    pack_ema: PackLengthEma = attrs.Factory(PackLengthEma)  # packing/avg_segment_len_ema runs across steps
     window: ReuseWindow = attrs.Factory(ReuseWindow)  # runtime only: empty after a resume
     cached: StepState | None = None  # the window's E-step (packs + sample ids); runtime only
 
@@ -75,8 +79,15 @@ class Executor:
         self.total_steps = total_steps
         self.progress = Progress()
         self.packing = PackingState.from_runtime(rt)
+        self.schedule = rt.bound.schedule  # the config's schedule, plus any stability-guard backoff
         self.realized = RealizedRatio()
+        self.stability = StabilityControl(rt.config.stability_guard, variant=rt.bound.variant)
         self.stop_requested = False
+        ab = rt.config.stage2_ab
+        if self.schedule is not None and ab is not None and ab.channel_b.enable_pipeline:
+            log.info("Channel-B pipeline on: chunks of %d rolled out on a producer thread while the previous chunk is "
+                     "parsed, matched and targeted; learning waits for the whole step and keeps the exact step-token "
+                     "normalisation (not the legacy per-pack segment-share weights)", rt.bound.decoding.decode_batch_size)
 
     # -- one step -----------------------------------------------------------------------------
     @property
@@ -84,14 +95,35 @@ class Executor:
         return self.rt.bound.rollout_buffer.reuse_steps
 
     def channel(self, step: int) -> Channel:
-        schedule = self.rt.bound.schedule
-        return Channel.B if schedule is None else channel_for_step(step, schedule=schedule)
+        return Channel.B if self.schedule is None else channel_for_step(step, schedule=self.schedule)
+
+    def restore_schedule(self, saved: dict | None) -> None:
+        """After a resume: the saved backoffs re-applied, and the realised ratio the straight run holds."""
+        self.schedule = self.stability.restore(saved, self.rt.bound.schedule)
+        if self.schedule is not None:
+            self.realized = RealizedRatio.before(self.progress.step, schedule=self.schedule)
+
+    def guard_step(self, state: StepState, metrics: dict[str, float]) -> dict[str, float]:
+        """The stability guard on a finished step: its metrics; a stop or a backoff takes effect after it."""
+        out, self.schedule = self.stability.on_step(state, metrics, self.schedule)
+        if self.stability.stopped_by is not None:
+            self.stop_requested = True
+        return out
+
+    def samples_for(self, channel: Channel) -> int:
+        """Raw samples of a step: ``channel_b.rollouts_per_step`` on an AB Channel-B step (default: the
+        effective batch, which is also what a Channel-A step takes), else the step's samples."""
+        d = self.rt.derived
+        if channel is Channel.B and self.schedule is not None and d.rollouts_per_step is not None:
+            return d.rollouts_per_step
+        return d.samples_per_step
 
     def plan(self, step: int) -> StepPlan:
         rt, t = self.rt, self.rt.config.training
         p = self.progress
-        return plan_step(step, scheduled=self.channel(step), position=p.position, window=p.window, n=len(rt.train),
-                         per_step=rt.derived.samples_per_step, seed=rt.seed, drop_last=t.dataloader_drop_last,
+        channel = self.channel(step)
+        return plan_step(step, scheduled=channel, position=p.position, window=p.window, n=len(rt.train),
+                         per_step=self.samples_for(channel), seed=rt.seed, drop_last=t.dataloader_drop_last,
                          m_steps=self.m_steps)
 
     def run_step(self, step: int) -> StepState:
@@ -187,7 +219,8 @@ class Executor:
                 signal.signal(signal.SIGINT, previous)
             self.tele.maybe_flush(self.progress.step, final=True)
         if self.stop_requested:
-            log.warning("stopped at step %d; saving a checkpoint to resume from", self.progress.step)
+            why = "the stability guard" if self.stability.stopped_by is not None else "Ctrl-C"
+            log.warning("stopped at step %d by %s; saving a checkpoint", self.progress.step, why)
             self.ckpt.save(self, self.progress.step)
         self.tele.close()
         return self.progress

@@ -12,6 +12,8 @@ without a guard is the fallback.
   window's E-step; it never rolls out. The reuse check comes first: a reuse step is always Channel B.
 - An empty pack (every sample of the step dropped and counted) goes to Log without learning.
 - Evaluation enters at Rollout and leaves after Match: no target, no loss.
+- Offline replay (``python -m coordexp.replay``) enters at Schedule like training, with the ``recorded``
+  backend, and leaves after Pack: the targets and packs are built exactly as in training, nothing learns.
 
 The machine only sequences; each state's work is a method of the ``StageWork`` the executor passes in
 (``rollout``, ``parse``, ...), called when the state is entered. ``auto_transitions=False``: there is no
@@ -35,6 +37,7 @@ STATES = (IDLE, *STAGES)
 TRANSITIONS: tuple[tuple[str, str, str, str | None], ...] = (
     ("train",     IDLE,          SCHEDULE,      None),
     ("evaluate",  IDLE,          ROLLOUT,       None),
+    ("replay",    IDLE,          SCHEDULE,      None),
     ("advance",   SCHEDULE,      PACK,          "reuses_buffer"),
     ("advance",   SCHEDULE,      BUILD_TARGET,  "is_channel_a"),
     ("advance",   SCHEDULE,      ROLLOUT,       None),
@@ -43,13 +46,14 @@ TRANSITIONS: tuple[tuple[str, str, str, str | None], ...] = (
     ("advance",   MATCH,         LOG,           "is_eval"),
     ("advance",   MATCH,         BUILD_TARGET,  "!is_eval"),
     ("advance",   BUILD_TARGET,  PACK,          None),
-    ("advance",   PACK,          LEARN,         "has_segments"),
     ("advance",   PACK,          LOG,           "!has_segments"),
+    ("advance",   PACK,          LOG,           "is_replay"),
+    ("advance",   PACK,          LEARN,         None),
     ("advance",   LEARN,         LOG,           None),
     ("finish",    LOG,           IDLE,          None),
 )  # fmt: skip
 
-GUARDS = ("reuses_buffer", "is_channel_a", "is_eval", "has_segments")
+GUARDS = ("reuses_buffer", "is_channel_a", "is_eval", "is_replay", "has_segments")
 
 
 class StageWork(Protocol):
@@ -77,14 +81,16 @@ def _method_name(state: str) -> str:
 class StepMachine:
     """Drives one ``StageWork`` through the table and records the states it visits.
 
-    ``run_train_step()`` / ``run_eval()`` return the visited trace (``["Schedule", "Rollout", ...]``), which the
-    executor logs per step and the tests snapshot per variant.
+    ``run_train_step()`` / ``run_eval()`` / ``run_replay()`` return the visited trace (``["Schedule", "Rollout",
+    ...]``), which the executor logs per step and the tests snapshot per variant. ``is_replay`` is the machine's
+    own guard: whether this run was started by ``replay``, so no work object has to answer it.
     """
 
     def __init__(self, work: StageWork, *, trace: list[str] | None = None, machine_class: type[Machine] = Machine,
                  **machine_kwargs: object) -> None:
         self.work = work
         self.trace: list[str] = [] if trace is None else trace  # filled as states are entered (Log sees it whole)
+        self.replaying = False
         self.machine = machine_class(
             model=self,
             states=[{"name": s, "on_enter": self._on_enter(s)} if s != IDLE else s for s in STATES],
@@ -117,8 +123,12 @@ class StepMachine:
     def has_segments(self, _event: EventData) -> bool:
         return self.work.has_segments()
 
+    def is_replay(self, _event: EventData) -> bool:
+        return self.replaying
+
     def _run(self, trigger: str) -> list[str]:
         self.trace.clear()
+        self.replaying = trigger == "replay"
         getattr(self, trigger)()
         while self.state != LOG:  # type: ignore[attr-defined]  # set by transitions
             self.advance()  # type: ignore[attr-defined]
@@ -130,6 +140,10 @@ class StepMachine:
 
     def run_eval(self) -> list[str]:
         return self._run("evaluate")
+
+    def run_replay(self) -> list[str]:
+        """One recorded step through Schedule..Pack with the work's (recorded) backend; never Learn."""
+        return self._run("replay")
 
 
 def _row(trigger: str, source: str, dest: str, guard: str | None) -> dict[str, object]:

@@ -70,16 +70,26 @@ def pack_step(
     refs = [SegmentRef(s.key, s.length) for s in segments]
     for s in segments:
         state.store[s.key] = s
-    if plan.mode == "step":
-        # the whole step at once: a buffer as large as the step, drained (nothing carries over)
-        packs = list(drain(insert(attrs.evolve(plan.new_buffer(), capacity=max(plan.buffer_size, len(refs))), refs)))
-    else:
-        packs = []
-        buffer = state.buffer or plan.new_buffer()
-        for mb in _micro_batches(refs, state.micro_batch) or [[]]:  # no new segment: still learn the carried ones
-            buffer = insert(buffer, mb)
-            if buffer.size:
-                pack, buffer = pop_pack(buffer)
-                packs.append(pack)
+    packs, buffer = select_packs(plan, refs, buffer=state.buffer, micro_batch=state.micro_batch)
+    if buffer is not None:
         state.buffer = buffer
     return [_row(state, p, model) for p in packs], packs
+
+
+def select_packs(plan: PackingPlan, refs: Sequence[SegmentRef], *, buffer: PackBuffer | None,
+                 micro_batch: int) -> tuple[list[Pack], PackBuffer | None]:
+    """The packs of one step's segments (by key and length) and the carry buffer after them (pure).
+
+    Offline replay selects the same packs from the same lengths without building a tensor row.
+    """
+    if plan.mode == "step":
+        # the whole step at once: a buffer as large as the step, drained (nothing carries over)
+        return list(drain(insert(attrs.evolve(plan.new_buffer(), capacity=max(plan.buffer_size, len(refs))), refs))), None
+    packs = []
+    buffer = buffer or plan.new_buffer()
+    for mb in _micro_batches(refs, micro_batch) or [[]]:  # no new segment: still learn the carried ones
+        buffer = insert(buffer, mb)
+        if buffer.size:
+            pack, buffer = pop_pack(buffer)
+            packs.append(pack)
+    return packs, buffer

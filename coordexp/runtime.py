@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
@@ -172,13 +173,17 @@ class Runtime:
         )
 
     def rollout_segment(self, item: Item, *, key: str) -> Segment:
-        return target_segment(item.encoding, item.target, key=key)
+        """Channel B: the target after the rollout's prompt; its matched-prefix and FN boxes get geometry (AB)."""
+        boxes_ctx = self.ctx if self.bound.geometry_loss is not None else None  # boxes only feed AB geometry
+        return target_segment(item.encoding, item.target, key=key, ctx=boxes_ctx, layout=item.target_sample.layout)
 
     def gt_segment(self, item: Item, *, key: str) -> Segment:
         """Channel A: the GT answer (ordered by custom.object_ordering) teacher-forced after the prompt."""
         y_ids = gt_answer_ids(item.sample, self.config.custom.object_ordering, ctx=self.ctx,
                               layout=item.target_sample.layout, seed=self.seed, epoch=item.epoch)
-        return gt_segment(with_answer(item.encoding, y_ids), coord_id_to_bin=self.ctx.coord_id_to_bin, key=key)
+        return gt_segment(with_answer(item.encoding, y_ids), coord_id_to_bin=self.ctx.coord_id_to_bin, key=key,
+                          ctx=self.ctx if self.bound.geometry_loss is not None else None,
+                          layout=item.target_sample.layout)
 
     def check_fits(self, segment: Segment) -> Segment:
         """A segment longer than a packed row (``global_max_length``) is refused here, per sample, so the step
@@ -213,14 +218,28 @@ class Runtime:
             log.warning("step %d: dropped sample %s at %s: %s", state.step, item.sample.sample_id, stage, exc)
 
 
-def rollout_backend(rt: Runtime) -> RolloutBackend:
-    """The configured backend (``rollout_backend: hf``, or ``vllm`` with ``vllm.mode`` colocate | server)."""
+def rollout_backend(rt: Runtime, *, run_dir: Path | None = None) -> RolloutBackend:
+    """The configured backend (``rollout_backend: hf``, or ``vllm`` with ``vllm.mode`` colocate | server).
+
+    ``run_dir``: the run folder; server mode writes its weight-sync exports and debug dumps there.
+    """
     from coordexp.backends import build_backend
 
     rm = rt.config.rollout_matching
     name = f"vllm_{rm.vllm.mode}" if rm.rollout_backend == "vllm" else rm.rollout_backend
+    extra: dict[str, Any] = {}
+    if name == "vllm_server":
+        extra = {"server": rt.bound.server, "run_dir": run_dir,
+                 "step_of": lambda: rt.learner.global_step if rt.learner is not None else 0}
+    elif name == "vllm_colocate":
+        if rt.dist.world > 1:
+            raise ConfigError(f"custom.extra.rollout_matching.vllm.mode: colocate runs one engine per learner "
+                              f"process, and this run has {rt.dist.world}; multi-process colocate is not supported "
+                              "yet. Fix: one learner process, or vllm.mode: server")
+        extra = {"vllm": rt.bound.vllm, "workdir": run_dir / "vllm_colocate" if run_dir is not None else None,
+                 "optimizer": lambda: rt.learner.optimizer if rt.learner is not None else None}
     return build_backend(name, model=rt.model, processor=rt.processor, ctx=rt.ctx, decoding=rt.bound.decoding,
-                         stop_rules=rt.bound.stop_rules)
+                         stop_rules=rt.bound.stop_rules, **extra)
 
 
 def _device(model_name: str) -> torch.device:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from coordexp.backends.protocol import parallel_requests
 from coordexp.core.match import MatchResult, match
 from coordexp.core.parse import parse
 from coordexp.core.parse_records import ParseResult
@@ -25,6 +26,7 @@ from coordexp.core.target import build_target
 from coordexp.core.target_pipeline import match_shapes
 from coordexp.core.target_records import TargetSample, TrainTarget
 from coordexp.errors import AppendError, DataError, SegmentTooLongError, TargetError, TokenizerError
+from coordexp.pipeline import PipelineTimes, chunked, run_pipelined
 
 if TYPE_CHECKING:
     from coordexp.backends.protocol import RolloutResult
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from coordexp.learn.packed import Segment, TrainBatch
     from coordexp.runtime import Runtime
 
+CONFIG_READS = ("custom.extra.stage2_ab.channel_b.enable_pipeline",)
 # Errors a single sample can raise in a stage: dropped and counted, never a crashed step.
 SAMPLE_ERRORS = (DataError, TargetError, AppendError, TokenizerError)
 
@@ -77,6 +80,7 @@ class StepState:
     timings: dict[str, float] = attrs.Factory(dict)
     metrics: dict[str, float] = attrs.Factory(dict)
     trace: list[str] = attrs.Factory(list)
+    pipeline: PipelineTimes | None = None  # a pipelined Channel-B rollout (its generation ran on another thread)
 
     def live(self) -> list[Item]:
         return [it for it in self.items if it.dropped is None]
@@ -113,6 +117,9 @@ class StepWork:
         self._select(self.state)
 
     def rollout(self) -> None:
+        if self._pipelined():
+            self._pipelined_rollout()
+            return
         with self._timed("time/rollout_generate_s"):
             live = self._encode_prompts()
             requests = [self.rt.request(it) for it in live]
@@ -121,20 +128,10 @@ class StepWork:
             item.result = result
 
     def parse(self) -> None:
-        rt = self.rt
-        with self._timed("time/rollout_parse_match_s"):
-            for item in self.state.live():
-                item.parsed = parse(item.result.rollout, ctx=rt.ctx, layout=item.target_sample.layout)
-                item.view = apply_prefix_policy(
-                    item.parsed, ctx=rt.ctx, cfg=rt.bound.prefix_policy, layout=item.target_sample.layout,
-                    bbox_only=rt.bound.target.bbox_only, sample_id=item.sample.sample_id,
-                )
+        self._parse([it for it in self.state.live() if it.parsed is None])  # pipelined: done chunk by chunk
 
     def match(self) -> None:
-        with self._timed("time/rollout_parse_match_s"):
-            for item in self.state.live():
-                preds, gts = match_shapes(item.view, item.target_sample)
-                item.matched = match(preds, gts, cfg=self.rt.bound.match)
+        self._match([it for it in self.state.live() if it.matched is None])
 
     def build_target(self) -> None:
         with self._timed("time/rollout_teacher_encode_s"):
@@ -143,8 +140,7 @@ class StepWork:
                 for item in self.state.live():
                     self._guarded(item, "gt_target", self._gt_target)
                 return
-            for item in self.state.live():
-                self._guarded(item, "target", self._rollout_target)
+        self._targets([it for it in self.state.live() if it.target is None])
 
     def pack(self) -> None:
         with self._timed("time/post_rollout_pack_s"):
@@ -152,13 +148,67 @@ class StepWork:
 
     def learn(self) -> None:
         with self._timed("time/forward_s"):
-            self.state.stats = self.rt.learner.step(self.state.packs)
+            self.state.stats = self.rt.learner.step(self.state.packs, channel=self.state.channel)
         self.rt.backend.sync_weights(self.rt.model)  # the next rollouts see this step's weights
 
     def log(self) -> None:
         self._log(self.state)
 
     # helpers
+    def _parse(self, items: list[Item]) -> None:
+        rt = self.rt
+        with self._timed("time/rollout_parse_match_s"):
+            for item in items:
+                item.parsed = parse(item.result.rollout, ctx=rt.ctx, layout=item.target_sample.layout)
+                item.view = apply_prefix_policy(
+                    item.parsed, ctx=rt.ctx, cfg=rt.bound.prefix_policy, layout=item.target_sample.layout,
+                    bbox_only=rt.bound.target.bbox_only, sample_id=item.sample.sample_id,
+                )
+
+    def _match(self, items: list[Item]) -> None:
+        with self._timed("time/rollout_parse_match_s"):
+            for item in items:
+                preds, gts = match_shapes(item.view, item.target_sample)
+                item.matched = match(preds, gts, cfg=self.rt.bound.match)
+
+    def _targets(self, items: list[Item]) -> None:
+        with self._timed("time/rollout_teacher_encode_s"):
+            for item in items:
+                self._guarded(item, "target", self._rollout_target)
+
+    def _pipelined(self) -> bool:
+        """``channel_b.enable_pipeline`` on a training step (evaluation keeps one generate per batch)."""
+        ab = self.rt.config.stage2_ab
+        return (not self.state.is_eval and ab is not None and self.rt.bound.variant == "stage2_ab_training"
+                and ab.channel_b.enable_pipeline)
+
+    def _pipelined_rollout(self) -> None:
+        """Generate chunk k+1 (producer thread) while chunk k is parsed, matched and targeted here.
+
+        Chunks are as many samples as the backend works on at once (``decode_batch_size``, per server in
+        server mode: ``coordexp.backends.protocol.parallel_requests``); chunk k samples with seed ``rollout_seed + k`` (greedy
+        decoding ignores it, so greedy rollouts equal the unpipelined ones). Learning waits for the whole
+        step: see ``coordexp.pipeline`` for why the exact step-token normalisation is kept.
+        """
+        rt, seed = self.rt, self.rt.rollout_seed(self.state)
+        with self._timed("time/rollout_wait_s"):  # the main thread's own share of the rollout stage
+            live = self._encode_prompts()
+
+        def produce(index: int, chunk: list[Item]) -> list[RolloutResult]:
+            return rt.backend.generate([rt.request(it) for it in chunk], seed=(seed + index) % 2**31)
+
+        def consume(chunk: list[Item], results: list[RolloutResult]) -> None:
+            for item, result in zip(chunk, results, strict=True):
+                item.result = result
+            self._parse(chunk)
+            self._match(chunk)
+            self._targets([it for it in chunk if it.dropped is None])
+
+        size = parallel_requests(rt.backend, rt.bound.decoding.decode_batch_size)
+        times = run_pipelined(chunked(live, size), produce=produce, consume=consume)
+        self.state.timings["time/rollout_wait_s"] += times.wait_s
+        self.state.pipeline = times
+
     def _rollout_target(self, item: Item) -> None:
         rt = self.rt
         item.target = build_target(item.view, item.matched, item.target_sample, ctx=rt.ctx, cfg=rt.bound.target)

@@ -18,17 +18,20 @@ from typing import TYPE_CHECKING
 from tqdm.auto import tqdm
 
 from coordexp.config import config_to_yaml
+from coordexp.core.digest import targets_digest
 from coordexp.core.schedule import Channel
 from coordexp.eval.detection import SampleOutcome, eval_metrics, rollout_metrics
+from coordexp.telemetry.desc_monitor import DescMonitor
 from coordexp.telemetry.diagnostics import DiagnosticGuard
 from coordexp.telemetry.keymodel import Mode
 from coordexp.telemetry.monitor import MonitorDumper, MonitorPolicy, MonitorSample, summarize_messages
 from coordexp.telemetry.recording import RolloutRecorder, config_hash, rollouts_path
 from coordexp.telemetry.sinks import AppendLines, JsonlSink, LogRecord, LogSinks, TensorBoardSink
-from coordexp.telemetry.step import PackLengthEma, pack_metrics, schedule_metrics
+from coordexp.telemetry.step import MatchedSample, desc_metrics, pack_metrics, schedule_metrics
 from coordexp.telemetry.window import MetricWindow, finalize, merge_metrics, reduce_across_ranks
 
 if TYPE_CHECKING:
+    from coordexp.bind import Bound
     from coordexp.executor import Executor
     from coordexp.runtime import Runtime
     from coordexp.stages import Item, StepState
@@ -56,10 +59,29 @@ def outcome(item: Item, rt: Runtime, *, with_target: bool) -> SampleOutcome:
     )
 
 
+def rollout_config_metrics(bound: Bound) -> dict[str, float]:
+    """The decoding knobs a Channel-B step ran with (offline replay logs the same keys)."""
+    dec = bound.decoding
+    return {
+        "rollout/max_new_tokens": float(dec.max_new_tokens),
+        "rollout/do_sample": float(dec.samples),
+        "rollout/temperature": dec.temperature if dec.samples else 1.0,
+        "rollout/top_p": dec.top_p if dec.samples else 1.0,
+        "rollout/top_k": float(max(dec.top_k, 0)) if dec.samples else 0.0,
+        "rollout/repeat_terminate_active": float(bound.stop_rules.enabled),
+    }
+
+
+def matched_samples(items: list[Item]) -> list[MatchedSample]:
+    """What the desc monitor reads of each matched item: the predictions Match saw, the GT, the match."""
+    return [(it.view.parse.valid_objects, it.target_sample.gt, it.matched) for it in items if it.matched is not None]
+
+
 class StepLogger:
     def __init__(self, rt: Runtime, folder: Path, *, total_steps: int, start_step: int = 0,
                  samples_seen: int = 0) -> None:
         self.rt = rt
+        self.desc_monitor = DescMonitor.build(rt.bound.desc_monitor)  # a missing encoder fails here, before any file
         t = rt.config.training
         self.folder = folder
         self.guard = DiagnosticGuard()
@@ -72,7 +94,6 @@ class StepLogger:
         self.monitor = MonitorDumper(policy, rank=rt.dist.rank) if policy is not None else None
         self.recorder = (RolloutRecorder(rollouts_path(folder, rt.dist.rank), config_hash=config_hash(config_to_yaml(rt.config)))
                          if rm.record_rollouts else None)
-        self.ema = PackLengthEma()
         self.samples_seen = samples_seen  # a resumed run continues the count of drawn samples
         self.last_eval: dict[str, float] | None = None
         self.dump_overdue = False  # a dump fell due on a Channel-A step
@@ -93,18 +114,22 @@ class StepLogger:
         if state.channel is Channel.B:
             outcomes = [outcome(it, rt, with_target=True) for it in state.live() if it.matched is not None]
             parts.append(rollout_metrics(outcomes, ctx=rt.ctx, generated=not state.reuse))
-        packing, self.ema = pack_metrics(state.packs_core, self.ema)
+            if not state.reuse:  # an M-step's pairs were measured on its E-step
+                parts.append(self.guard.run("desc_monitor", desc_metrics, self.desc_monitor,
+                                            matched_samples(state.live()), step=state.step) or {})
+        packing, ex.progress.pack_ema = pack_metrics(state.packs_core, ex.progress.pack_ema)
         parts.append(packing)
         if rt.bound.schedule is not None:
-            parts.append(schedule_metrics(state.step, schedule=rt.bound.schedule, realized=ex.realized))
+            parts.append(schedule_metrics(state.step, schedule=ex.schedule, realized=ex.realized))
         metrics = merge_metrics(*parts)
+        metrics = merge_metrics(metrics, ex.guard_step(state, metrics))
         state.metrics.update(metrics)
         self.window.add(metrics, state.step)
         self._trace(state)
         self._log_parse_failures(state)
         self._dump(state)
         self._record(state, mode="train")
-        self._progress(state, metrics)
+        self._progress(state, metrics, ex)
 
     def _bookkeeping(self, state: StepState, ex: Executor) -> dict[str, float]:
         rt = self.rt
@@ -121,17 +146,10 @@ class StepLogger:
             **{f"rollout/dropped_samples/{k}": float(v) for k, v in state.drops.items()},
             "time/step_s": sum(state.timings.values()),
             **state.timings,
+            **(state.pipeline.metrics() if state.pipeline is not None else {}),
         }
         if state.channel is Channel.B:
-            dec = rt.bound.decoding
-            out.update({
-                "rollout/max_new_tokens": float(dec.max_new_tokens),
-                "rollout/do_sample": float(dec.samples),
-                "rollout/temperature": dec.temperature if dec.samples else 1.0,
-                "rollout/top_p": dec.top_p if dec.samples else 1.0,
-                "rollout/top_k": float(max(dec.top_k, 0)) if dec.samples else 0.0,
-                "rollout/repeat_terminate_active": float(rt.bound.stop_rules.enabled),
-            })
+            out.update(rollout_config_metrics(rt.bound))
             out.setdefault("time/rollout_generate_s", 0.0)
         if rt.bound.rollout_buffer.enabled and state.plan is not None:
             out.update(state.plan.buffer_metrics())
@@ -139,15 +157,17 @@ class StepLogger:
         out.setdefault("time/rollout_teacher_encode_s", 0.0)
         return out
 
-    def _progress(self, state: StepState, metrics: dict[str, float]) -> None:
+    def _progress(self, state: StepState, metrics: dict[str, float], ex: Executor) -> None:
         post = {"ch": state.channel.value, "loss": f"{metrics.get('loss', float('nan')):.3f}"}
         last = self.last_eval
         if last is not None:
             post["F1"] = f"{last.get('eval_rollout/f1', 0.0):.3f}"
-        gen = state.timings.get("time/rollout_generate_s", 0.0)
+        gen = metrics.get("time/rollout_generate_s", 0.0)
         tokens = metrics.get("rollout/gen_new_tokens_total", 0.0)
         if gen > 0:
             post["tok/s"] = f"{tokens / gen:.0f}"
+        if ex.stability.active:  # until the next rollout evaluation comes back healthy
+            post["ALARM"] = ",".join(ex.stability.active)
         self.bar.set_postfix(post, refresh=False)
         self.bar.update(1)
 
@@ -164,7 +184,9 @@ class StepLogger:
         rt = self.rt
         outcomes = [outcome(it, rt, with_target=False) for b in batches for it in b.live() if it.matched is not None]
         window = MetricWindow(variant=rt.bound.variant, mode=Mode.EVAL)
-        window.add(merge_metrics(eval_metrics(outcomes, ctx=rt.ctx),
+        descs = self.guard.run("desc_monitor", desc_metrics, self.desc_monitor,
+                               matched_samples([it for b in batches for it in b.live()]), prefix="eval_rollout")
+        window.add(merge_metrics(eval_metrics(outcomes, ctx=rt.ctx), descs or {},
                                  {"eval_time/runtime_s": seconds, "eval_time/steps": float(len(batches))}), step)
         record = finalize(reduce_across_ranks(window.drain()))
         self.sinks.write(LogRecord("eval", step, record))
@@ -198,6 +220,9 @@ class StepLogger:
             return
         row = {"step": state.step, "mode": "eval" if state.is_eval else "train", "channel": state.channel.value,
                "reuse": state.reuse, "trace": state.trace, "dropped": dict(state.drops)}
+        targets = [(it.sample.sample_id, it.target) for it in state.items if it.target is not None]
+        if targets and not state.reuse:  # offline replay rebuilds these and compares the digest
+            row["targets_sha"] = targets_digest(targets)
         self.traces.append((json.dumps(row, sort_keys=True) + "\n").encode("utf-8"))
 
     # -- dumps and recordings -----------------------------------------------------------------------

@@ -14,7 +14,7 @@ import attrs
 
 from coordexp.checkpointing import Checkpointer
 from coordexp.config import Config, config_to_yaml
-from coordexp.errors import ConfigError
+from coordexp.errors import ConfigError, StabilityStop
 from coordexp.executor import Executor, Progress, total_steps
 from coordexp.learn.learner import Learner
 from coordexp.learn.tuner import upcast_trainable
@@ -81,7 +81,8 @@ def learner_for(rt: Runtime, steps: int) -> Learner:
         ids = [rt.device.index] if rt.device.type == "cuda" else None
         model = DistributedDataParallel(model, device_ids=ids)
     return Learner(model, training=rt.config.training, coord_cfg=rt.bound.coord_loss,
-                   coord_ids=rt.loaded.coord_ids, total_steps=steps)
+                   coord_ids=rt.loaded.coord_ids, total_steps=steps, geometry=rt.bound.geometry_loss,
+                   soft_context=rt.bound.soft_context)
 
 
 def build_executor(config: Config, folder: Path, *, dist: Distributed | None = None,
@@ -99,7 +100,7 @@ def build_executor(config: Config, folder: Path, *, dist: Distributed | None = N
         (folder / CONFIG_FILE).write_text(config_to_yaml(config), encoding="utf-8")
     steps = total_steps(rt)
     rt.learner = learner_for(rt, steps)
-    rt.backend = rollout_backend(rt)
+    rt.backend = rollout_backend(rt, run_dir=folder)
     ckpt = Checkpointer(folder, is_main=rt.dist.is_main)
     ex = Executor(rt, checkpointer=ckpt, total_steps=steps)
     if resume_from is not None:
@@ -121,6 +122,11 @@ def train(config: Config, *, config_path: Path, resume: Path | None = None) -> S
     progress: Progress = ex.train()
     ex.rt.backend.close()
     saved = ex.ckpt.saved
+    alarm = ex.stability.stopped_by
+    if alarm is not None:
+        where = f"checkpoint {saved[-1]}" if saved else f"run folder {folder}"
+        raise StabilityStop(f"{alarm.message()}. The run stopped after step {progress.step} "
+                            f"(custom.extra.stability_guard.action: {ex.stability.cfg.action}); {where}")
     return Summary(folder, progress.step, progress.first_eval, progress.last_eval, ex.stop_requested,
                    saved[-1] if saved else None)
 

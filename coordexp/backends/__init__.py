@@ -15,9 +15,9 @@ BACKEND_KEY = "custom.extra.rollout_matching.rollout_backend"
 # name -> (module, class); a name mapped to None is planned but not built yet
 _REGISTRY: dict[str, tuple[str, str] | None] = {
     "hf": ("coordexp.backends.hf", "HFBackend"),
-    "vllm_colocate": None,
-    "vllm_server": None,
-    "recorded": None,
+    "vllm_colocate": ("coordexp.backends.vllm_colocate", "VllmColocateBackend"),
+    "vllm_server": ("coordexp.backends.vllm_server", "VllmServerBackend"),
+    "recorded": ("coordexp.backends.recorded", "RecordedBackend"),
 }
 
 

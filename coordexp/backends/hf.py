@@ -19,7 +19,6 @@ Why it looks the way it does:
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
+from coordexp.backends.completion import check_request, eos_ids, seed_for
 from coordexp.backends.protocol import DecodingConfig, RolloutRequest, RolloutResult
 from coordexp.core.parse_records import Rollout
 from coordexp.core.repeat import StopBatch, StopRules, StopRulesConfig, apply_stop_rules
@@ -103,12 +103,6 @@ class StopRulesProcessor(LogitsProcessor):
         return state.next_forced()
 
 
-def _seed_for(seed: int, chunk_start: int) -> int:
-    """A 31-bit seed per (call seed, chunk), spread so that neighbouring seeds share no stream."""
-    digest = hashlib.blake2b(f"{seed}:{chunk_start}".encode(), digest_size=4).digest()
-    return int.from_bytes(digest, "little") & 0x7FFFFFFF
-
-
 class HFBackend:
     """Rollouts with transformers ``generate`` on the live model (see the module docstring)."""
 
@@ -131,7 +125,7 @@ class HFBackend:
             ])
         self._model: torch.nn.Module | None = model
         self.decoding = decoding
-        self.rules = StopRules(stop_rules, ctx, eos_ids=_eos_ids(model))
+        self.rules = StopRules(stop_rules, ctx, eos_ids=eos_ids(model))
         tok = processor.tokenizer
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else ctx.im_end_id
         self.eos_ids = sorted(self.rules.eos_ids)
@@ -161,7 +155,7 @@ class HFBackend:
                 "call so that rollouts are reproducible; pass seed=..."
             )
         for req in requests:
-            _check_request(req)
+            check_request(req)
         model = self.model
         was_training = model.training
         model.eval()
@@ -184,7 +178,7 @@ class HFBackend:
         config = _generation_config(kwargs, beam=beam, eos_ids=self.eos_ids, pad_id=self.pad_id)
         t0 = time.perf_counter()
         with torch.no_grad(), torch.random.fork_rng(devices=_rng_devices(model.device)):
-            torch.manual_seed(_seed_for(seed or 0, start))
+            torch.manual_seed(seed_for(seed or 0, start))
             out = model.generate(
                 **inputs,
                 generation_config=config,
@@ -236,28 +230,9 @@ def _generation_config(kwargs: dict[str, Any], *, beam: bool, eos_ids: list[int]
     )  # fmt: skip
 
 
-def _eos_ids(model: torch.nn.Module) -> tuple[int, ...]:
-    """The EOS ids the model's generation config names (Qwen: <|im_end|> and <|endoftext|>)."""
-    eos = getattr(unwrap(model).generation_config, "eos_token_id", None)
-    if eos is None:
-        return ()
-    return tuple(eos) if isinstance(eos, list | tuple) else (int(eos),)
-
 
 def _rng_devices(device: torch.device) -> list[int]:
     return [device.index or 0] if device.type == "cuda" else []
-
-
-def _check_request(req: RolloutRequest) -> None:
-    """The encoding must be the prompt the learner will extend: same ids, nothing re-tokenized."""
-    ids = req.encoding.input_ids
-    if ids.ndim != 1 or tuple(ids.tolist()) != req.prompt_ids:
-        raise RolloutError(
-            f"sample {req.sample_id}: request prompt_ids differ from its encoding's input_ids "
-            f"({len(req.prompt_ids)} vs {ids.numel()} ids); build both with coordexp.learn.encode.encode_prompt"
-        )
-    if (req.encoding.pixel_values is None) != (req.encoding.image_grid_thw is None):
-        raise RolloutError(f"sample {req.sample_id}: pixel_values and image_grid_thw come together (both or neither)")
 
 
 def _left_padded(requests: Sequence[RolloutRequest], pad_id: int, device: torch.device) -> tuple[dict, int]:

@@ -1,5 +1,8 @@
 """``python -m coordexp.bench rollout``: hf rollout tokens/s with and without the stop rules, in one run.
 
+With ``--backends hf,vllm_colocate,vllm_server`` it runs the backend ablation instead
+(``coordexp.bench.rollout_backends``: same checkpoint, data, greedy decoding and budget for every backend).
+
 The same requests (tiny Qwen3-VL, images of different sizes) are rolled out greedily by the hf backend
 twice per round, rounds interleaved (in alternating order) so that machine load hits both alike: once with every stop rule
 off, once with every rule armed (consecutive and n-gram repeats, the object cap, the duplicate stop,
@@ -31,6 +34,8 @@ import torch
 from coordexp.backends.hf import HFBackend
 from coordexp.backends.protocol import DecodingConfig, RolloutRequest
 from coordexp.bench.parse import bench_context, dense_rollout_texts
+from coordexp.bench.rollout_backends import add_backend_arguments
+from coordexp.bench.rollout_backends import main as compare_backends
 from coordexp.core.repeat import StopRules, StopRulesConfig
 from coordexp.core.tokens import TokenContext
 from coordexp.data.tiny import PROMPT, build_tiny_qwen3vl, tiny_samples
@@ -47,6 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rounds", type=int, default=7, help="timed rounds per configuration (default 7)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads; 0 = torch's default")
+    add_backend_arguments(p)
 
 
 def armed_rules(*, enabled: bool) -> StopRulesConfig:
@@ -165,6 +171,8 @@ def _report(runs: _Runs, args: argparse.Namespace, vocab: int) -> float:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.backends:  # the backend ablation (coordexp.bench.rollout_backends)
+        return compare_backends(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     tiny = build_tiny_qwen3vl(seed=args.seed)

@@ -35,9 +35,11 @@ from coordexp.core.target_records import TargetConfig
 from coordexp.errors import ConfigError
 
 if TYPE_CHECKING:
-    from coordexp.config.schema_ab import ScheduleConfig
+    from coordexp.config.schema_ab import ScheduleConfig, Stage2ABConfig
     from coordexp.config.schema_rollout import RolloutMatchingConfig
     from coordexp.config.schema_root import Config
+    from coordexp.learn.channel_a import SoftContextConfig
+    from coordexp.learn.geometry_losses import GeometryLossConfig
     from coordexp.learn.losses import CoordLossConfig
 
 RM = "custom.extra.rollout_matching"
@@ -150,6 +152,52 @@ def bind_coord_loss(cfg: Config) -> CoordLossConfig:
         w1_weight=rm.w1_weight if rm.w1_weight is not None else base.w1_weight,
         gate_weight=rm.gate_weight if rm.gate_weight is not None else base.gate_weight,
     )
+
+
+def bind_geometry_loss(cfg: Config) -> GeometryLossConfig | None:
+    """AB geometry (SmoothL1, CIoU) and coord-regularizer weights; None for rollout_matching_sft, which has none.
+
+    The decode temperature is ``softctx_temperature``: the geometry reads the distribution the soft
+    self-context feeds back (reference AB 4.2).
+    """
+    from coordexp.learn.geometry_losses import GeometryLossConfig
+
+    if cfg.custom.trainer_variant != AB:
+        return None
+    ab = _ab_section(cfg, "geometry loss")
+    return GeometryLossConfig(
+        smoothl1_weight=ab.bbox_smoothl1_weight,
+        ciou_weight=ab.bbox_ciou_weight,
+        coord_ce_weight=ab.coord_ce_weight,
+        el1_weight=ab.coord_el1_weight,
+        ehuber_weight=ab.coord_ehuber_weight,
+        huber_delta=ab.coord_huber_delta,
+        entropy_weight=ab.coord_entropy_weight,
+        temperature=ab.softctx_temperature,
+    )
+
+
+def bind_soft_context(cfg: Config) -> SoftContextConfig | None:
+    """Channel A's soft self-context knobs; None for rollout_matching_sft (no Channel A)."""
+    from coordexp.learn.channel_a import SoftContextConfig
+
+    if cfg.custom.trainer_variant != AB:
+        return None
+    ab = _ab_section(cfg, "soft self-context")
+    return SoftContextConfig(
+        n_iter=ab.n_softctx_iter,
+        grad_mode=ab.softctx_grad_mode,
+        temperature=ab.softctx_temperature,
+        embed_mode=ab.coord_ctx_embed_mode,
+    )
+
+
+def _ab_section(cfg: Config, needed_by: str) -> Stage2ABConfig:
+    ab = cfg.stage2_ab
+    if ab is None:
+        raise ConfigError([f"custom.extra.stage2_ab: stage2_ab_training needs the section to build the {needed_by} "
+                           "record. Fix: add it."])
+    return ab
 
 
 @attrs.frozen

@@ -84,3 +84,9 @@ def packing_mode(config: Config) -> str:
     if explicit is not None:
         return explicit
     return channel_b_packing_mode(config) or "carry"
+
+
+def rollouts_share_learner_device(config: Config) -> bool:
+    """Whether rollouts run on the learner's own device (hf, vLLM colocate) rather than on other GPUs."""
+    rm = config.rollout_matching
+    return rm is not None and (rm.rollout_backend != "vllm" or rm.vllm.mode != "server")

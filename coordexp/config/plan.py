@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from coordexp.bind.transitions import schedule_from_section
 from coordexp.config.derive import Derived
-from coordexp.config.schema_ab import ScheduleConfig
+from coordexp.config.schema_ab import ScheduleConfig, Stage2ABConfig
 from coordexp.config.schema_root import Config
-from coordexp.core.schedule import channel_for_step
+from coordexp.core.schedule import Channel, Schedule, channel_for_step
+from coordexp.telemetry.guard import thresholds
 
 PREVIEW_STEPS = 20
+RARE_HORIZON, RARE_SHOWN = 2000, 6  # steps searched / listed for the rarer channel
 
 
 def channel_at(schedule: ScheduleConfig, step: int) -> str:
@@ -32,7 +34,17 @@ def _schedule_text(schedule: ScheduleConfig) -> str:
         rule = "b_ratio ramp " + " -> ".join(
             f"{p.value:g}" + (f" (< step {p.until_step})" if p.until_step is not None else "") for p in schedule.b_ratio
         )
-    return f"{rule}; first {PREVIEW_STEPS} steps {preview}"
+    return f"{rule}; first {PREVIEW_STEPS} steps {preview}; {_rare_steps(scheduler)}"
+
+
+def _rare_steps(scheduler: Schedule) -> str:
+    """Where the rarer channel falls, e.g. ``B at steps 19, 39, 59, ...`` for b_ratio 0.05 (the reference values)."""
+    seen = [channel_for_step(s, schedule=scheduler) for s in range(RARE_HORIZON)]
+    rare = Channel.B if seen.count(Channel.B) <= seen.count(Channel.A) else Channel.A
+    at = [s for s, c in enumerate(seen) if c is rare][:RARE_SHOWN]
+    if not at:
+        return f"no {rare.value} step in the first {RARE_HORIZON}"
+    return f"{rare.value} at steps {', '.join(map(str, at))}, ..."
 
 
 def _rollout_text(config: Config) -> str:
@@ -46,13 +58,36 @@ def _rollout_text(config: Config) -> str:
     return f"vllm {v.mode} ({where}), decode_batch_size {rm.decode_batch_size}, weight sync {v.sync.mode}"
 
 
+def _channel_a_text(ab: Stage2ABConfig) -> str:
+    if ab.n_softctx_iter == 1:
+        return "one forward"
+    return (f"{ab.n_softctx_iter} forwards, soft self-context {ab.coord_ctx_embed_mode}, grad {ab.softctx_grad_mode}, "
+            f"temperature {ab.softctx_temperature:g}")
+
+
+def _channel_b_flow(config: Config) -> str:
+    if not config.stage2_ab.channel_b.enable_pipeline:
+        return "rollouts then learning"
+    chunk = config.rollout_matching.decode_batch_size if config.rollout_matching is not None else 1
+    return f"pipelined: chunks of {chunk} rolled out while the previous is parsed/matched/targeted, then learning"
+
+
+def _guard_text(config: Config) -> str:
+    g = config.stability_guard
+    if not g.enabled:
+        return "off"
+    action = f"backoff to b_ratio {g.backoff_b_ratio:g}, then stop" if g.action == "backoff" else g.action
+    limits = ", ".join(f"{name} > {value:g}" for name, value in thresholds(g).items() if value is not None)
+    return f"on, action {action}, window {g.window}, patience {g.patience}; alarms {limits or 'none'}"
+
+
 def step_plan(config: Config, derived: Derived) -> list[str]:
     """Human-readable lines; no I/O."""
     rm, ab, t = config.rollout_matching, config.stage2_ab, config.training
     lines = [f"trainer variant : {config.custom.trainer_variant}"]
     if config.custom.trainer_variant == "stage2_ab_training" and ab is not None:
-        lines.append(f"channels        : A (GT teacher forcing, one forward; soft self-context not built yet) + "
-                     f"B (rollout-matching, mode {ab.channel_b.mode}, rollouts then learning)")
+        lines.append(f"channels        : A (GT teacher forcing, {_channel_a_text(ab)}) + "
+                     f"B (rollout-matching, mode {ab.channel_b.mode}, {_channel_b_flow(config)})")
         lines.append(f"schedule        : {_schedule_text(ab.schedule)}")
     else:
         lines.append("channels        : rollout-matching on every step")
@@ -69,6 +104,7 @@ def step_plan(config: Config, derived: Derived) -> list[str]:
         cap = rt.max_object_keys if rt.enabled and rt.max_object_keys is not None else "none"
         lines.append(f"stop rules      : repeat_terminate {'on' if rt.enabled else 'off'}, object cap {cap}, "
                      f"prefix_policy {rm.prefix_policy}, iou_mode {rm.iou_mode}")
+    lines.append(f"stability guard : {_guard_text(config)}")
     lines.append("budgets         : " + ", ".join(budget))
     lines.append(f"batching        : world size {derived.world_size} ({derived.world_size_source}), per device "
                  f"{t.per_device_train_batch_size}, gradient accumulation {derived.gradient_accumulation_steps}, "

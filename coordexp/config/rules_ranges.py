@@ -16,6 +16,7 @@ from coordexp.config.schema_root import Config
 
 RM = "custom.extra.rollout_matching"
 AB = "custom.extra.stage2_ab"
+GUARD = "custom.extra.stability_guard"
 INF = float("inf")
 
 
@@ -155,6 +156,15 @@ RANGES: tuple[Range, ...] = (
     Range(f"{AB}.coord_huber_delta", 1e-6),
     positive(f"{AB}.channel_b.rollouts_per_step"),
     Range(f"{AB}.channel_b.drop_invalid_struct_ce_multiplier", 1.0, 4.0),
+    Range(f"{GUARD}.window", 1),
+    Range(f"{GUARD}.patience", 1),
+    unit(f"{GUARD}.backoff_b_ratio", high_open=True),
+    non_negative(f"{GUARD}.max_gen_p90_frac"),
+    non_negative(f"{GUARD}.max_truncated_rate"),
+    non_negative(f"{GUARD}.max_drop_frac"),
+    non_negative(f"{GUARD}.max_pred_gt_ratio"),
+    non_negative(f"{GUARD}.max_desc_duplicates"),
+    non_negative(f"{GUARD}.max_invalid_coord_slots"),
 )
 
 _ABSENT = object()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from coordexp.config._findings import Findings
-from coordexp.config.derive import Derived
+from coordexp.config.derive import Derived, rollouts_share_learner_device
 from coordexp.config.schema_root import Config
 
 RM = "custom.extra.rollout_matching"
@@ -123,16 +123,25 @@ def vllm_sync(config: Config, _d: Derived, out: Findings) -> None:
                   "set vllm.enable_lora: true, or sync.mode: full")
 
 
-def pipeline(config: Config, _d: Derived, out: Findings) -> None:
-    """Overlapping rollouts with learning needs rollouts on other GPUs (vLLM server mode)."""
+def pipeline(config: Config, d: Derived, out: Findings) -> None:
+    """The Channel-B pipeline works with every backend; it only pays off when rollouts run elsewhere."""
     ab, rm = config.stage2_ab, config.rollout_matching
     if ab is None or not ab.channel_b.enable_pipeline or rm is None:
         return
-    if rm.rollout_backend != "vllm" or rm.vllm.mode != "server":
-        out.error(f"{AB}.channel_b.enable_pipeline",
-                  f"needs rollout_backend: vllm and vllm.mode: server (got {rm.rollout_backend}"
-                  f"{'/' + rm.vllm.mode if rm.rollout_backend == 'vllm' else ''})",
-                  "switch to vLLM server mode or set enable_pipeline: false")
+    if config.custom.trainer_variant != "stage2_ab_training":
+        out.warn(f"{AB}.channel_b.enable_pipeline", "has no effect under rollout_matching_sft",
+                 "remove it, or use trainer_variant: stage2_ab_training")
+        return
+    if rollouts_share_learner_device(config):
+        backend = rm.rollout_backend + (f" {rm.vllm.mode}" if rm.rollout_backend == "vllm" else "")
+        out.warn(f"{AB}.channel_b.enable_pipeline",
+                 f"rollouts ({backend}) run on the learner's device, so generation only overlaps the CPU-side "
+                 "parse/match/target work of the previous chunk", "use the vLLM server backend for real overlap, or "
+                 "set enable_pipeline: false")
+    if rm.decode_batch_size >= d.rollouts_per_step // max(1, d.world_size):
+        out.warn(f"{RM}.decode_batch_size", f"{rm.decode_batch_size} covers a rank's whole Channel-B step "
+                 f"({d.rollouts_per_step} rollouts over {d.world_size} rank(s)): one chunk, nothing to overlap",
+                 "lower decode_batch_size so a step has several chunks")
 
 
 def rollout_buffer(config: Config, _d: Derived, out: Findings) -> None:

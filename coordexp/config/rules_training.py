@@ -121,27 +121,11 @@ def distributed(config: Config, _d: Derived, out: Findings) -> None:
                   "set training.deepspeed: null and launch with `torchrun --nproc_per_node N -m coordexp.run ...`")
 
 
-_NOT_BUILT_AB = ("n_softctx_iter", "bbox_smoothl1_weight", "bbox_ciou_weight", "coord_ce_weight", "coord_el1_weight",
-                 "coord_ehuber_weight", "coord_entropy_weight")
-
-
 def channel_a_scope(config: Config, _d: Derived, out: Findings) -> None:
-    """Say which AB knobs this build does not apply yet, instead of accepting them silently.
-
-    Channel A is one teacher-forced forward on the GT with the coord soft-CE / W1 / gate losses; the soft
-    self-context iterations and the geometry / coord regulariser losses come with the Stage-2 AB work.
-    """
+    """Say which AB knobs this build does not apply yet, instead of accepting them silently."""
     ab = config.stage2_ab
     if config.custom.trainer_variant != "stage2_ab_training" or ab is None:
         return
-    active = [n for n in _NOT_BUILT_AB if getattr(ab, n) != (1 if n == "n_softctx_iter" else 0.0)]
-    if ab.channel_b.enable_pipeline:
-        out.warn(f"{AB}.channel_b.enable_pipeline", "is not built yet: rollouts and learning run one after the other",
-                 "set enable_pipeline: false to silence this")
-    if active:
-        out.warn(f"{AB}.{active[0]}", f"{', '.join(active)} set, but this build does not apply them yet: Channel A "
-                 "trains one teacher-forced forward with the coord soft-CE/W1/gate losses, and no geometry loss runs",
-                 "set n_softctx_iter: 1 and the geometry / coord regulariser weights to 0 to silence this")
 
 
 RULES = (packing, packing_mode, ab_batch, sft_batch, channel_b_mode, checkpoints, distributed, channel_a_scope)

@@ -90,7 +90,7 @@ class DescMonitorConfig:
     every_steps: int = knob(0, help="Run every N optimizer steps; 0 = `training.logging_steps`.")
     max_pairs: int = knob(64, help="Matched pairs checked per step (0 = all, at eval).")
     semantic_threshold: float = knob(0.6, help="Cosine similarity counted as a semantic match.")
-    semantic_model: str = knob("sentence-transformers/all-MiniLM-L6-v2", help="Sentence encoder (local path or hub id).")
+    semantic_model: str = knob("sentence-transformers/all-MiniLM-L6-v2", help="Sentence encoder: a local folder, or a hub id already in the local cache (nothing is downloaded).")
     semantic_device: str = knob("cpu", help="Encoder device (`cpu`, `cuda:0`, `auto`).")
     semantic_batch_size: int = knob(64, help="Encoder batch size.")
     semantic_max_length: int = knob(64, help="Encoder max tokens per desc.")
@@ -100,7 +100,7 @@ class DescMonitorConfig:
 class RolloutMatchingConfig:
     # --- rollout backend and decoding ---
     rollout_backend: Literal["vllm", "hf"] = knob("vllm", help="Rollout engine: `vllm` (colocate or server) or `hf` generate.")
-    decode_batch_size: int = knob(1, help="Rollouts per generate/infer call per rollout GPU (> 0); also the eval batch size.")
+    decode_batch_size: int = knob(1, help="Rollouts in flight per engine (> 0): per generate call with hf / colocate, per server endpoint in server mode (a data-parallel server still gets this many: scale it by the server's GPUs); also the eval batch size.")
     decode_mode: Literal["greedy", "beam"] = knob("greedy", help="`beam` is HF-only; vLLM backends need `greedy` (sample via `decoding.temperature`).")
     max_new_tokens: int = knob(512, help="Rollout generation budget in tokens (> 0).")
     num_beams: int = knob(1, help="Beams for HF beam decoding (>= 1).")

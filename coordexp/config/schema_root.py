@@ -12,6 +12,7 @@ import attrs
 
 from coordexp.config._fields import knob, section
 from coordexp.config.schema_ab import Stage2ABConfig
+from coordexp.config.schema_guard import StabilityGuardConfig
 from coordexp.config.schema_model import ModelConfig, TunerConfig
 from coordexp.config.schema_rollout import RolloutMatchingConfig
 from coordexp.config.schema_training import TrainingConfig
@@ -35,6 +36,9 @@ class ExtraConfig:
         None, help="Rollout, parse, match and decoding settings (required by both trainer variants)."
     )
     stage2_ab: Stage2ABConfig | None = knob(None, help="A/B schedule and channel settings (stage2_ab_training only).")
+    stability_guard: StabilityGuardConfig = section(
+        StabilityGuardConfig, help="Alarms on the live rollout metrics; warn, stop or back b_ratio off (both variants)."
+    )
 
 
 @attrs.frozen
@@ -81,3 +85,7 @@ class Config:
     @property
     def stage2_ab(self) -> Stage2ABConfig | None:
         return self.custom.extra.stage2_ab
+
+    @property
+    def stability_guard(self) -> StabilityGuardConfig:
+        return self.custom.extra.stability_guard

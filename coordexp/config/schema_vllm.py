@@ -18,7 +18,7 @@ from coordexp.config._fields import knob, section
 @attrs.frozen
 class VllmServerEntry:
     base_url: str = knob(help="Rollout server URL with scheme and port, e.g. `http://127.0.0.1:8000` (no trailing slash).")
-    group_port: int = knob(help="TCP port of the server's weight-sync communicator group (> 0).")
+    group_port: int = knob(help="Legacy NCCL weight-sync port (> 0); accepted for legacy configs, unused: vLLM 0.32 syncs over HTTP and a shared folder.")
 
 
 @attrs.frozen
@@ -30,15 +30,15 @@ class VllmDebugDumpConfig:
     max_events: int = knob(3, help="Stop after this many dump files (0 = unlimited).")
     max_samples: int = knob(1, help="Samples written per dump.")
     max_chars: int = knob(4000, help="Clip each text to this many characters (<= 0: no clipping).")
-    out_dir: str | None = knob(None, help="Dump folder; null = `<training.output_dir>/vllm_server_debug`.")
+    out_dir: str | None = knob(None, help="Dump folder; null = `vllm_server_debug/` in the run folder.")
 
 
 @attrs.frozen
 class VllmServerConfig:
-    servers: tuple[VllmServerEntry, ...] = knob((), help="Rollout servers (`swift rollout` / vLLM); non-empty in server mode.")
-    timeout_s: float = knob(240.0, help="Seconds to wait for server health / world size / communicator setup (> 0).")
+    servers: tuple[VllmServerEntry, ...] = knob((), help="Rollout servers (stock vLLM OpenAI api_server); non-empty in server mode.")
+    timeout_s: float = knob(240.0, help="Seconds to wait for server health and the start-time checks (> 0).")
     infer_timeout_s: float | None = knob(
-        None, help="HTTP read timeout of one `/infer/` call in seconds; null or <= 0 = no timeout."
+        None, help="HTTP read timeout of one generate call in seconds; null or <= 0 = no timeout (a stalled server then waits forever: set it)."
     )
     debug_dump: VllmDebugDumpConfig = section(VllmDebugDumpConfig, help="Raw rollout dumps from server mode.")
 
@@ -64,7 +64,7 @@ class VllmConfig:
     )
     gpu_memory_utilization: float = knob(0.45, help="Fraction of GPU memory vLLM may reserve (0, 1].")
     enable_lora: bool = knob(False, help="Push LoRA adapters to vLLM instead of merged full weights.")
-    load_format: str | None = knob(None, help="vLLM load format; null = `dummy` without LoRA, `auto` with LoRA.")
+    load_format: str | None = knob(None, help="vLLM load format; null = `auto` (colocate starts from the learner's weights; `dummy` is refused).")
     enable_prefix_caching: bool = knob(True, help="vLLM automatic prefix caching.")
     sleep_level: int = knob(0, help="Colocate engine sleep level between rollouts (0 = never sleep, 1, 2).")
     enforce_eager: bool = knob(False, help="Disable CUDA graphs in vLLM.")

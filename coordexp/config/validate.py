@@ -9,13 +9,14 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Mapping
 
-from coordexp.config import rules_ranges, rules_rollout, rules_sections, rules_training
+from coordexp.config import rules_guard, rules_ranges, rules_rollout, rules_sections, rules_training
 from coordexp.config._findings import Findings
 from coordexp.config.derive import derive
 from coordexp.config.schema_root import Config
 from coordexp.errors import ConfigError, ConfigWarning
 
-RULES = (*rules_ranges.RULES, *rules_sections.RULES, *rules_training.RULES, *rules_rollout.RULES)
+RULES = (*rules_ranges.RULES, *rules_sections.RULES, *rules_training.RULES, *rules_rollout.RULES,
+         *rules_guard.RULES)
 
 
 def validate(

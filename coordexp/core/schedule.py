@@ -16,8 +16,14 @@ Two kinds of schedule:
   values computed the legacy way (0.85 -> A at 0, 6, 13) hold bit for bit.
 
 ``RealizedRatio`` is the logged ``stage2_ab/b_ratio_realized``: the mean over the last 200 scheduled
-steps (1 for B, 0 for A), each step counted once however many micro-steps ask. It is not persisted; a
-resumed run starts it empty, as the legacy trainer did.
+steps (1 for B, 0 for A), each step counted once however many micro-steps ask. It is not persisted: a
+resumed run rebuilds it from the schedule (``RealizedRatio.before``), so its logged values equal the
+uninterrupted run's (the legacy trainer restarted it empty, and its logs jumped after every resume).
+
+``backed_off(schedule, start_step, value)`` is how the stability guard lowers b_ratio: the pieces that
+start after ``start_step`` are replaced by one piece of ``value`` from ``start_step`` on. It is a schedule
+like any other, so the choice stays a pure function of (step, schedule); the executor persists the
+backoff pieces in ``trainer_state.json`` and re-applies them on resume.
 """
 
 from __future__ import annotations
@@ -108,6 +114,16 @@ def channel_for_step(step: int, *, schedule: Schedule) -> Channel:
     return _bresenham(step - piece.start_step, piece.value)
 
 
+def backed_off(schedule: RatioSchedule, *, start_step: int, value: float) -> RatioSchedule:
+    """``schedule`` until ``start_step``, then ``value`` for the rest of the run (later ramp pieces dropped).
+
+    A backoff that starts where a piece starts replaces that piece; a ramp piece that would raise b_ratio
+    again later is dropped on purpose: a guard backoff holds until a person changes the config.
+    """
+    kept = tuple(p for p in schedule.pieces if p.start_step < start_step)
+    return RatioSchedule((*kept, RatioPiece(start_step, value)) if kept else (RatioPiece(0, value),))
+
+
 @attrs.frozen
 class RealizedRatio:
     """Sliding mean of the scheduled channels (B = 1, A = 0); ``record`` returns the next value."""
@@ -128,6 +144,13 @@ class RealizedRatio:
             return self
         recent = (*self.recent, Channel(channel))[-self.window :]
         return attrs.evolve(self, recent=recent, last_step=step)
+
+    @classmethod
+    def before(cls, step: int, *, schedule: Schedule, window: int = REALIZED_WINDOW) -> RealizedRatio:
+        """The ratio as a run that scheduled every step before ``step`` by ``schedule`` holds it (resume)."""
+        first = max(0, step - window)
+        recent = tuple(channel_for_step(s, schedule=schedule) for s in range(first, step))
+        return cls(window=window, recent=recent, last_step=step - 1 if step > 0 else None)
 
     @property
     def realized(self) -> float:

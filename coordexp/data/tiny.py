@@ -37,6 +37,7 @@ from transformers import (
 
 from coordexp.core.coordjson import GeomType, GTObject
 from coordexp.data.processors import ImageOnlyQwen2_5VLProcessor, ImageOnlyQwen3VLProcessor
+from coordexp.data.servable import write_video_processor_config
 from coordexp.data.tiny_tokenizer import ENDOFTEXT, IM_END, SPECIALS
 from coordexp.data.tokenizer import fixture_tokenizer_path, load_tokenizer
 from coordexp.errors import ConfigError
@@ -44,6 +45,9 @@ from coordexp.errors import ConfigError
 HIDDEN = 32
 DEMO_HIDDEN, DEMO_HEAD_DIM = 64, 32  # the demo model (build_demo_qwen3vl)
 HEAD_DIM = 8  # mrope_section must sum to HEAD_DIM // 2
+# The smallest head size vLLM's CPU attention runs (it supports 32, 64, 80, ...); head_dim 8 loads in vLLM but
+# fails at the first request. ``build_servable_tiny_qwen3vl`` is the tiny model with it.
+SERVABLE_HEAD_DIM = 32
 MIN_MERGED_TOKENS, MAX_MERGED_TOKENS = 1, 16
 TEXT_INIT_STD = 0.2
 
@@ -96,9 +100,15 @@ def _width_scale(hidden: int) -> int:
     return hidden // HIDDEN
 
 
-def _text_config(tok: Qwen2Tokenizer, mrope_section: list[int], hidden: int = HIDDEN) -> dict[str, Any]:
+def _text_config(
+    tok: Qwen2Tokenizer, mrope_section: list[int], hidden: int = HIDDEN, head_dim: int | None = None
+) -> dict[str, Any]:
+    """``head_dim`` None: HEAD_DIM times the width scale; M-RoPE sections scale with the head size."""
     ids = tok.convert_tokens_to_ids
-    scale = _width_scale(hidden)
+    head_dim = HEAD_DIM * _width_scale(hidden) if head_dim is None else head_dim
+    if head_dim < HEAD_DIM or head_dim % HEAD_DIM:
+        raise ConfigError(f"tiny model head_dim must be a positive multiple of {HEAD_DIM}, got {head_dim}")
+    scale = head_dim // HEAD_DIM
     return dict(
         vocab_size=len(tok),
         hidden_size=hidden,
@@ -106,7 +116,7 @@ def _text_config(tok: Qwen2Tokenizer, mrope_section: list[int], hidden: int = HI
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        head_dim=HEAD_DIM * scale,
+        head_dim=head_dim,
         hidden_act="silu",
         max_position_embeddings=4096,
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [scale * m for m in mrope_section]},
@@ -130,8 +140,8 @@ def _vision_ids(tok: Qwen2Tokenizer) -> dict[str, int]:
     )
 
 
-def _qwen3vl_config(tok: Qwen2Tokenizer, hidden: int = HIDDEN) -> Qwen3VLConfig:
-    text = _text_config(tok, [2, 1, 1], hidden)
+def _qwen3vl_config(tok: Qwen2Tokenizer, hidden: int = HIDDEN, head_dim: int | None = None) -> Qwen3VLConfig:
+    text = _text_config(tok, [2, 1, 1], hidden, head_dim)
     text["rope_parameters"]["mrope_interleaved"] = True
     vision = dict(
         depth=2, hidden_size=HIDDEN, intermediate_size=2 * HIDDEN, num_heads=4, in_channels=3, patch_size=16,
@@ -161,29 +171,47 @@ def _seeded(model_class: type[PreTrainedModel], config: Any, seed: int) -> PreTr
 
 
 def _finish(model: PreTrainedModel, processor: Any, out_dir: str | Path | None) -> TinyModel:
+    """Save when asked, with the video processor config vLLM needs (``coordexp.data.servable``)."""
     if out_dir is None:
         return TinyModel(model, processor, None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out))
     processor.save_pretrained(str(out))
+    write_video_processor_config(processor, model.config.model_type, out)
     return TinyModel(model, processor, out)
 
 
 def build_tiny_qwen3vl(
-    seed: int = 0, out_dir: str | Path | None = None, *, tokenizer: Qwen2Tokenizer | None = None, hidden: int = HIDDEN
+    seed: int = 0,
+    out_dir: str | Path | None = None,
+    *,
+    tokenizer: Qwen2Tokenizer | None = None,
+    hidden: int = HIDDEN,
+    head_dim: int | None = None,
 ) -> TinyModel:
     """A tiny Qwen3-VL (patch 16, merge 2, deepstack on both vision layers) and its processor.
 
     ``hidden`` widens the language model (a multiple of 32; heads stay 4, so head_dim grows) for
     benchmarks at a less trivial size; the vision tower keeps its width and projects to ``hidden``.
+    ``head_dim`` sets the head size alone (None: 8 per 32 of width); see ``build_servable_tiny_qwen3vl``.
     """
     tok = tokenizer if tokenizer is not None else fixture_tokenizer()
     processor = ImageOnlyQwen3VLProcessor(
         image_processor=_image_processor(16, 2), tokenizer=tok, chat_template=tok.chat_template
     )
-    model = _seeded(Qwen3VLForConditionalGeneration, _qwen3vl_config(tok, hidden), seed)
+    model = _seeded(Qwen3VLForConditionalGeneration, _qwen3vl_config(tok, hidden, head_dim), seed)
     return _finish(model, processor, out_dir)
+
+
+def build_servable_tiny_qwen3vl(seed: int = 0, out_dir: str | Path | None = None) -> TinyModel:
+    """The tiny Qwen3-VL with heads of 32 (4 query, 2 KV), the smallest vLLM's CPU attention serves.
+
+    The vLLM tests and ``python -m coordexp.bench rollout --backends`` use it, saved to a folder
+    (``model.model: <folder>``); the default ``tiny`` model keeps its head_dim 8 so that the other tests'
+    recorded losses do not move.
+    """
+    return build_tiny_qwen3vl(seed=seed, out_dir=out_dir, head_dim=SERVABLE_HEAD_DIM)
 
 
 def build_tiny_qwen2_5vl(
@@ -225,7 +253,11 @@ def build_demo_qwen3vl(seed: int = 0, out_dir: str | Path | None = None) -> Tiny
     return _finish(model, processor, out_dir)
 
 
-BUILDERS = {"qwen3_vl": build_tiny_qwen3vl, "qwen2_5_vl": build_tiny_qwen2_5vl}
+BUILDERS = {
+    "qwen3_vl": build_tiny_qwen3vl,
+    "qwen3_vl_servable": build_servable_tiny_qwen3vl,
+    "qwen2_5_vl": build_tiny_qwen2_5vl,
+}
 
 PROMPT = "Detect every object. Answer with one JSON object of objects with desc and bbox_2d."
 _DESCS = ("cat", "dog", "traffic light", "red car", "person", "cup")

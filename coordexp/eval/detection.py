@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
 import attrs
 
-from coordexp.core.coords import parse_coord_token
 from coordexp.core.duplicates import norm_desc
+from coordexp.core.health import non_coord_slot_values
 from coordexp.core.match import MatchResult
 from coordexp.core.parse_records import Fallback, ImEndCut, ParseResult
 from coordexp.core.repeat import StopRule, stop_metrics
@@ -98,45 +97,13 @@ def is_invalid_rollout(parse: ParseResult) -> bool:
     return not parse.valid_objects and (parse.fallback is not Fallback.NONE or parse.truncated)
 
 
-_GEOM_OPEN = re.compile(r'"(?:bbox_2d|poly)"\s*:\s*\[')
-_ELEMENT = re.compile(r'"[^"]*"?|[^\s,\[\]"]+')
-
-
 def invalid_coord_slots(parse: ParseResult, *, ctx: TokenContext) -> int:
     """Geometry slots of dropped objects that hold anything but a coord token (digits, words, CJK...).
 
-    Reads the dropped object's own text (its byte span of the response): the elements of its
-    ``bbox_2d`` / ``poly`` array, quoted or bare, nested pairs flattened; an unclosed array runs to
-    the end of the object.
+    The rule is ``coordexp.core.health.non_coord_slot_values`` (the offline diagnosis classifies the
+    same slots).
     """
-    if not parse.dropped:
-        return 0
-    data = ctx.bytes_of(parse.response_ids)
-    bad = 0
-    for obj in parse.dropped:
-        text = data[obj.value_span[0]:obj.value_span[1]].decode("utf-8", errors="replace")
-        m = _GEOM_OPEN.search(text)
-        if m is None:
-            continue
-        for element in _ELEMENT.findall(_array_body(text, m.end())):
-            if parse_coord_token(element.strip('"')) is None:
-                bad += 1
-    return bad
-
-
-def _array_body(text: str, start: int) -> str:
-    depth, in_str = 1, False
-    for i in range(start, len(text)):
-        ch = text[i]
-        if ch == '"':
-            in_str = not in_str
-        elif not in_str and ch == "[":
-            depth += 1
-        elif not in_str and ch == "]":
-            depth -= 1
-            if depth == 0:
-                return text[start:i]
-    return text[start:]
+    return len(non_coord_slot_values(parse, ctx=ctx))
 
 
 def max_desc_duplicates(parse: ParseResult) -> int:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from coordexp.data.servable import write_video_processor_config
 from coordexp.errors import ConfigError
 from coordexp.learn.learner import Learner
 from coordexp.learn.model import unwrap
@@ -89,6 +90,9 @@ def save_checkpoint(learner: Learner, directory: str | Path, *, full_weights_at_
 def export_pretrained(model: torch.nn.Module, processor: Any, coord_ids: Sequence[int], directory: str | Path) -> Path:
     """Write ``directory`` as a stock HF folder: full weights, processor/tokenizer/chat template, coord map.
 
+    The folder is also servable by vLLM (its video processor config, ``coordexp.data.servable``): the
+    colocate backend's full-weight sync loads exactly this folder.
+
     A LoRA/DoRA model is merged into a deep copy (the live, training model keeps its adapter and its
     exact weights), so ``from_pretrained(directory)`` and ``model.model: directory`` load the trained model
     without PEFT. ``coord_tokens.json`` maps bin k to its vocab id, so a consumer can check the vocabulary.
@@ -102,6 +106,7 @@ def export_pretrained(model: torch.nn.Module, processor: Any, coord_ids: Sequenc
         merged = unwrap(model)
     merged.save_pretrained(str(out))
     processor.save_pretrained(str(out))
+    write_video_processor_config(processor, merged.config.model_type, out)
     coord_map = {"format": 1, "tokens": "<|coord_k|>", "ids": list(coord_ids)}
     (out / COORD_MAP_FILE).write_text(json.dumps(coord_map) + "\n", encoding="utf-8")
     return out

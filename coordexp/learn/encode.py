@@ -19,6 +19,9 @@ from typing import Any
 import attrs
 import torch
 
+from coordexp.core.box_slots import box_slot_groups
+from coordexp.core.keys import Layout
+from coordexp.core.tokens import TokenContext
 from coordexp.errors import TargetError
 from coordexp.learn.losses import IGNORE_INDEX
 from coordexp.learn.packed import Segment
@@ -93,12 +96,22 @@ def encode_teacher_forced(processor: Any, messages: Sequence[Mapping[str, Any]],
     return with_answer(encode_prompt(processor, messages), y_ids)
 
 
-def gt_segment(enc: Encoding, *, coord_id_to_bin: Mapping[int, int], key: str, prefix_len: int = 0) -> Segment:
+def gt_segment(
+    enc: Encoding,
+    *,
+    coord_id_to_bin: Mapping[int, int],
+    key: str,
+    prefix_len: int = 0,
+    ctx: TokenContext | None = None,
+    layout: Layout = Layout.OBJECT_N,
+) -> Segment:
     """Supervise the whole answer of ``enc``.
 
     Answer tokens in ``[prompt_len, prompt_len + prefix_len)`` play the matched rollout prefix: their
     coord tokens are prefix coord slots and their text gets no CE. After that, text tokens get CE and
-    coord tokens tail coord slots, each targeting its own bin.
+    coord tokens tail coord slots, each targeting its own bin. With ``ctx`` (the tokenizer context) the
+    answer's bbox objects also become the segment's boxes for the geometry losses (``core.box_slots``);
+    without it the segment has none.
     """
     ids = enc.input_ids
     n = ids.numel()
@@ -127,4 +140,16 @@ def gt_segment(enc: Encoding, *, coord_id_to_bin: Mapping[int, int], key: str, p
         coord_bins=torch.tensor(bins, dtype=torch.long),
         coord_is_prefix=torch.tensor(prefix, dtype=torch.bool),
         coord_weights=torch.ones(len(positions)),
+        box_slots=_boxes(ids[enc.prompt_len:], [p - enc.prompt_len for p in positions], ctx, layout, key),
     )
+
+
+def _boxes(answer: torch.Tensor, slots: list[int], ctx: TokenContext | None, layout: Layout, key: str) -> torch.Tensor:
+    if ctx is None:
+        return torch.zeros((0, 4), dtype=torch.long)
+    return box_slots_tensor(box_slot_groups(answer.tolist(), slots, ctx=ctx, layout=layout, sample_id=key))
+
+
+def box_slots_tensor(groups: Sequence[Sequence[int]]) -> torch.Tensor:
+    """``core.box_slots`` groups as the [G, 4] long tensor a ``Segment`` carries."""
+    return torch.tensor([list(g) for g in groups], dtype=torch.long).reshape(-1, 4)

@@ -11,9 +11,11 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import attrs
 import torch
 import torch.nn.functional as F
 
+from coordexp.errors import LossError
 from coordexp.learn.coord_targets import MAX_BIN, bin_values, check_target_bins
 
 LOSS_BBOX_SMOOTHL1 = "loss/bbox_smoothl1"
@@ -23,8 +25,14 @@ LOSS_COORD_EL1 = "loss/coord_el1"
 LOSS_COORD_EHUBER = "loss/coord_ehuber"
 LOSS_COORD_ENTROPY = "loss/coord_entropy"
 
+LOSS_COORD_REG = "loss/coord_reg"
+LOSS_BBOX_NONFINITE = "loss/bbox_nonfinite"
+
 CIOU_EPS = 1e-7
 MIN_HUBER_DELTA = 1e-6
+# SmoothL1's switch point on decoded coords in [0, 1]: PyTorch's default, as the legacy trainer used it (so
+# every error is in the quadratic zone: 0.5 * squared error). Not a config knob: the weight scales it.
+SMOOTHL1_BETA = 1.0
 
 
 def _check_temperature(temperature: float) -> None:
@@ -137,4 +145,81 @@ def coord_regularizers(
         el1=(p * dist).sum(-1),
         ehuber=(p * huber).sum(-1),
         entropy=-(p * log_p).sum(-1),
+    )
+
+
+@attrs.frozen
+class GeometryLossConfig:
+    """Weights of the AB geometry and coord-regularizer terms (``custom.extra.stage2_ab``; defaults in the schema).
+
+    ``temperature`` is ``softctx_temperature``: the decode and the regularizers see the distribution the
+    soft self-context feeds back. All terms are per box (regularizers: the mean over its 4 slots), so one
+    denominator, the step's box count, normalises them all.
+    """
+
+    smoothl1_weight: float
+    ciou_weight: float
+    coord_ce_weight: float
+    el1_weight: float
+    ehuber_weight: float
+    huber_delta: float
+    entropy_weight: float  # signed: > 0 sharpens
+    temperature: float
+
+    def __attrs_post_init__(self) -> None:
+        problems = [] if self.temperature > 0 else [f"softctx_temperature must be > 0, got {self.temperature}"]
+        if not self.huber_delta >= MIN_HUBER_DELTA:
+            problems.append(f"coord_huber_delta must be >= {MIN_HUBER_DELTA}, got {self.huber_delta}")
+        problems += [f"{n} must be >= 0, got {getattr(self, n)}" for n in
+                     ("smoothl1_weight", "ciou_weight", "coord_ce_weight", "el1_weight", "ehuber_weight")
+                     if not getattr(self, n) >= 0]
+        if problems:
+            raise LossError("custom.extra.stage2_ab: " + "; ".join(problems))
+
+
+class BoxTermSums(NamedTuple):
+    """One batch's geometry sums over its boxes (0-dim float32); only ``weighted`` carries grad."""
+
+    weighted: torch.Tensor  # sum over boxes of the weighted per-box total: what the step objective adds
+    count: torch.Tensor  # boxes
+    smoothl1: torch.Tensor
+    ciou: torch.Tensor
+    coord_ce: torch.Tensor
+    el1: torch.Tensor
+    ehuber: torch.Tensor
+    entropy: torch.Tensor
+    reg: torch.Tensor  # weighted regularizer part of ``weighted`` (loss/coord_reg)
+    nonfinite: torch.Tensor  # SmoothL1 / CIoU values that were non-finite and counted as 0
+
+
+def box_term_sums(
+    slot_logits: torch.Tensor, slot_bins: torch.Tensor, box_slots: torch.Tensor, cfg: GeometryLossConfig
+) -> BoxTermSums:
+    """Geometry sums of the boxes ``box_slots`` [G, 4] over the per-slot coord logits [S, 1000] and bins [S].
+
+    The prediction is the expectation-decoded box, the target the slots' target bins / 999 (GT bins on
+    Channel A and for FN objects, the matched GT's bins for matched prefix objects).
+    """
+    g = box_slots.shape[0]
+    z = slot_logits[box_slots.reshape(-1)]  # [4G, 1000]
+    bins = slot_bins[box_slots.reshape(-1)].to(z.device)
+    pred = expectation_decode(z, cfg.temperature).view(g, 4)
+    gt = bins.float().view(g, 4) / MAX_BIN
+    boxes = bbox_losses(pred, gt, beta=SMOOTHL1_BETA)
+    regs = coord_regularizers(z, bins, temperature=cfg.temperature, huber_delta=cfg.huber_delta)
+    per_box = [r.view(g, 4).mean(-1) for r in regs]
+    ce, el1, ehuber, entropy = per_box
+    reg = cfg.coord_ce_weight * ce + cfg.el1_weight * el1 + cfg.ehuber_weight * ehuber + cfg.entropy_weight * entropy
+    weighted = cfg.smoothl1_weight * boxes.smoothl1 + cfg.ciou_weight * boxes.ciou + reg
+    return BoxTermSums(
+        weighted=weighted.sum(),
+        count=torch.tensor(float(g), device=z.device),
+        smoothl1=boxes.smoothl1.sum().detach(),
+        ciou=boxes.ciou.sum().detach(),
+        coord_ce=ce.sum().detach(),
+        el1=el1.sum().detach(),
+        ehuber=ehuber.sum().detach(),
+        entropy=entropy.sum().detach(),
+        reg=reg.sum().detach(),
+        nonfinite=boxes.nonfinite.float(),
     )

@@ -1,50 +1,60 @@
 """The Learn state: one optimizer step over every pack of the step.
 
-Normalisation follows the contract in ``coordexp.learn.losses``: the step's total CE weight and coord
-weight are summed over ALL its packs before the first forward, and every pack backpropagates
-``ce_sum / W_ce + coord_sum / W_coord``. The step objective is then the token-weighted mean over the
-whole step, whatever the number or fill of its packs (fixing the per-pack means of reference rollout
-15.1 W18).
+Normalisation follows the contract in ``coordexp.learn.losses``: the step's total CE weight, coord weight
+and box count are summed over ALL its packs before the first forward, and every pack backpropagates
+``ce_sum / W_ce + coord_sum / W_coord + box_sum / W_box`` (the one formula, ``step_loss.pack_loss``). The
+step objective is then the token-weighted mean over the whole step, whatever the number or fill of its
+packs (fixing the per-pack means of reference rollout 15.1 W18).
+
+The step's channel decides the forward: Channel A with ``n_softctx_iter > 1`` runs the soft self-context
+forwards (``coordexp.learn.channel_a``); every other step one plain forward. The AB geometry terms apply to
+the boxes the segments carry on both channels (GT boxes on A; matched-prefix and FN boxes on B).
 
 Distributed: when the model is wrapped in ``DistributedDataParallel`` the step weights are summed over
-ranks (one all-reduce of two scalars) and every pack's loss is multiplied by the world size, so DDP's
+ranks (one all-reduce of three scalars) and every pack's loss is multiplied by the world size, so DDP's
 gradient averaging yields the global token mean; every pack but the last runs under
 ``model.no_sync()`` so gradients are all-reduced once per step. Every rank must call ``step`` with
 at least one pack (a rank without segments would leave the others waiting in the all-reduce). In a
 single process none of this applies and the code paths reduce to plain backward calls.
-
-Logits are computed only for rows that a loss reads (``logits_to_keep`` as a boolean mask): prompt and
-image tokens, most of a long pack, never go through the vocabulary projection. The kept rows are
-laid out as a compact sequence (row i predicts compact position i + 1), so the loss functions of
-``losses.py`` apply unchanged.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import attrs
 import torch
 import torch.distributed as dist
 
 from coordexp.config.schema_training import TrainingConfig
+from coordexp.core.schedule import Channel
 from coordexp.errors import ConfigError, PackingError
-from coordexp.learn.attention import check_attention, packed_forward_kwargs
-from coordexp.learn.losses import (
-    IGNORE_INDEX,
-    LOSS_CE,
-    LOSS_COORD,
-    LOSS_COORD_PREFIX,
-    LOSS_COORD_TAIL,
-    CoordLossConfig,
-    coord_slot_losses,
-    token_ce,
+from coordexp.learn.attention import check_attention
+from coordexp.learn.channel_a import SoftContextConfig
+from coordexp.learn.geometry_losses import (
+    LOSS_BBOX_CIOU,
+    LOSS_BBOX_NONFINITE,
+    LOSS_BBOX_SMOOTHL1,
+    LOSS_COORD_CE,
+    LOSS_COORD_EHUBER,
+    LOSS_COORD_EL1,
+    LOSS_COORD_ENTROPY,
+    LOSS_COORD_REG,
+    GeometryLossConfig,
 )
+from coordexp.learn.losses import LOSS_CE, LOSS_COORD, LOSS_COORD_PREFIX, LOSS_COORD_TAIL, CoordLossConfig
 from coordexp.learn.model import unwrap
 from coordexp.learn.optim import build_optimizer, build_scheduler
 from coordexp.learn.packed import TrainBatch
+from coordexp.learn.step_loss import (  # noqa: F401  (re-exported: the learner's loss API)
+    LossSums,
+    StepWeights,
+    backward_packs,
+    forward_loss_sums,
+    pack_loss,
+    step_weights,
+)
 from coordexp.learn.tuner import trainable_parameters, upcast_trainable
 
 # Config keys this module reads (checked by the key-reach test, coordexp.bind.reach).
@@ -55,106 +65,30 @@ CONFIG_READS = (
 )
 
 
-class LossSums(NamedTuple):
-    """One batch's loss sums and weights (0-dim float32; the ``*_sum`` of ``ce``/``coord`` carry grad)."""
-
-    ce_sum: torch.Tensor
-    ce_weight: torch.Tensor
-    coord_sum: torch.Tensor
-    coord_weight: torch.Tensor
-    prefix_sum: torch.Tensor
-    prefix_weight: torch.Tensor
-    tail_sum: torch.Tensor
-    tail_weight: torch.Tensor
-
-
-def _compact(batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Rows to keep [B, L] and, in compact numbering, CE labels/weights [K + 1] and coord positions."""
-    ce_mask = batch.ce_mask()
-    keep = torch.zeros_like(ce_mask)
-    keep[:, :-1] = ce_mask[:, 1:]
-    keep[batch.coord_batch_index, batch.coord_positions - 1] = True
-    row_of = keep.flatten().cumsum(0).view_as(keep) - 1  # compact row of each kept (b, t)
-    n_rows = int(keep.sum())
-    ce_b, ce_p = ce_mask.nonzero(as_tuple=True)
-    ce_pos = row_of[ce_b, ce_p - 1] + 1
-    labels = torch.full((n_rows + 1,), IGNORE_INDEX, dtype=torch.long, device=keep.device)
-    weights = torch.zeros(n_rows + 1, dtype=torch.float32, device=keep.device)
-    labels[ce_pos] = batch.labels[ce_b, ce_p].long()
-    weights[ce_pos] = batch.ce_weights[ce_b, ce_p].float()
-    coord_pos = row_of[batch.coord_batch_index, batch.coord_positions - 1] + 1
-    return keep, labels, weights, coord_pos
-
-
-def _attention_kwargs(model: torch.nn.Module, batch: TrainBatch) -> dict:
-    """Segment bounds for a packed row (padded batches carry an attention mask instead)."""
-    if "attention_mask" in batch.inputs:
-        return {}
-    return packed_forward_kwargs(model, batch.cu_seqlens, device=batch.inputs["input_ids"].device)
-
-
-def forward_loss_sums(
-    model: torch.nn.Module, batch: TrainBatch, *, coord_ids: torch.Tensor, coord_cfg: CoordLossConfig
-) -> LossSums:
-    """Forward ``batch`` and return its loss sums (see the module docstring for the compact rows)."""
-    keep, labels, weights, coord_pos = _compact(batch)
-    out = model(**batch.inputs, **_attention_kwargs(model, batch), logits_to_keep=keep, use_cache=False)
-    rows = out.logits  # [K, V]
-    logits = torch.cat([rows, rows.new_zeros(1, rows.shape[-1])])  # +1 placeholder: never read
-    ce = token_ce(logits, labels, weights)
-    slots = coord_slot_losses(logits, coord_pos, batch.coord_bins, coord_ids, cfg=coord_cfg)
-    w = batch.coord_weights.float()
-    prefix_w = torch.where(batch.coord_is_prefix, w, torch.zeros_like(w))
-    tail_w = w - prefix_w
-    return LossSums(
-        ce_sum=ce.total,
-        ce_weight=ce.weight,
-        coord_sum=(w * slots.loss).sum(),
-        coord_weight=w.sum(),
-        prefix_sum=(prefix_w * slots.loss).sum().detach(),
-        prefix_weight=prefix_w.sum(),
-        tail_sum=(tail_w * slots.loss).sum().detach(),
-        tail_weight=tail_w.sum(),
-    )
-
-
 def _ratio(num: float, den: float) -> float:
     return num / den if den > 0 else 0.0
 
 
-def step_weights(packs: Sequence[TrainBatch]) -> tuple[float, float]:
-    """This process's total CE and coord weights over one optimizer step's packs."""
-    return sum(p.ce_weight() for p in packs), sum(p.coord_weight() for p in packs)
-
-
-def pack_loss(sums: LossSums, w_ce: float, w_coord: float, scale: float = 1.0) -> torch.Tensor:
-    """One pack's share of the step loss: its sums over the step's total weights (losses.py contract)."""
-    return sums.ce_sum * _ratio(scale, w_ce) + sums.coord_sum * _ratio(scale, w_coord)
-
-
-def backward_packs(
-    model: torch.nn.Module, packs: Sequence[TrainBatch], *, coord_ids: torch.Tensor, coord_cfg: CoordLossConfig
-) -> float:
-    """Single-process forward/backward of one step's packs (gradients zeroed first); returns the step loss.
-
-    The same normalisation as ``Learner.step`` without the optimizer, DDP or autocast, so benchmarks and
-    equivalence tests measure exactly what training computes.
-    """
-    w_ce, w_coord = step_weights(packs)
-    model.zero_grad(set_to_none=True)
-    total = 0.0
-    for pack in packs:
-        loss = pack_loss(forward_loss_sums(model, pack, coord_ids=coord_ids, coord_cfg=coord_cfg), w_ce, w_coord)
-        loss.backward()
-        total += float(loss.detach())
-    return total
+def geometry_metrics(s: LossSums) -> dict[str, float]:
+    """Per-term step means over the step's boxes (unweighted; 0 when the step had none), from summed totals."""
+    n = float(s.box_weight)
+    return {
+        LOSS_BBOX_SMOOTHL1: _ratio(s.smoothl1_sum, n),
+        LOSS_BBOX_CIOU: _ratio(s.ciou_sum, n),
+        LOSS_COORD_CE: _ratio(s.coord_ce_sum, n),
+        LOSS_COORD_EL1: _ratio(s.el1_sum, n),
+        LOSS_COORD_EHUBER: _ratio(s.ehuber_sum, n),
+        LOSS_COORD_ENTROPY: _ratio(s.entropy_sum, n),
+        LOSS_COORD_REG: _ratio(s.reg_sum, n),
+        LOSS_BBOX_NONFINITE: float(s.nonfinite),
+    }
 
 
 @attrs.frozen
 class StepStats:
     """What one optimizer step did (rank-local values)."""
 
-    loss: float  # ce + coord
+    loss: float  # ce + coord + geometry: the step objective
     ce: float  # token-weighted CE mean over the step
     coord: float  # weighted coord-slot mean over the step
     coord_prefix: float  # mean over prefix slots (0 if none)
@@ -165,6 +99,7 @@ class StepStats:
     n_segments: int
     ce_tokens: int
     coord_slots: int
+    geometry: dict[str, float] | None = None  # ``loss/*`` geometry terms; None when the run has no geometry
 
     @property
     def supervised_tokens(self) -> int:
@@ -177,6 +112,7 @@ class StepStats:
             LOSS_COORD: self.coord,
             LOSS_COORD_PREFIX: self.coord_prefix,
             LOSS_COORD_TAIL: self.coord_tail,
+            **(self.geometry or {}),
             "grad_norm": self.grad_norm,
             "learning_rate": self.lr,
             "learn/packs": float(self.n_packs),
@@ -232,7 +168,11 @@ def _fp32_master_weights(model: torch.nn.Module, training: TrainingConfig) -> in
 
 
 class Learner:
-    """Owns the model, AdamW and the schedule; ``step(packs)`` is one optimizer step."""
+    """Owns the model, AdamW and the schedule; ``step(packs, channel=...)`` is one optimizer step.
+
+    ``geometry`` (the AB geometry / coord-regularizer weights) and ``soft_context`` (Channel A's soft
+    self-context) come from ``coordexp.bind``; None (rollout_matching_sft) means neither applies.
+    """
 
     def __init__(
         self,
@@ -242,10 +182,14 @@ class Learner:
         coord_cfg: CoordLossConfig,
         coord_ids: Sequence[int],
         total_steps: int,
+        geometry: GeometryLossConfig | None = None,
+        soft_context: SoftContextConfig | None = None,
     ) -> None:
         self.model = model
         self.training = training
         self.coord_cfg = coord_cfg
+        self.geometry = geometry
+        self.soft_context = soft_context
         self.device = next(model.parameters()).device
         self.coord_ids = torch.tensor(list(coord_ids), dtype=torch.long, device=self.device)
         if training.gradient_checkpointing:
@@ -257,14 +201,14 @@ class Learner:
         self.scheduler = build_scheduler(self.optimizer, training, total_steps)
         self.global_step = 0
 
-    def _step_weights(self, packs: Sequence[TrainBatch]) -> tuple[float, float, float]:
-        """(W_ce, W_coord, loss scale): global weights under DDP, known before any forward."""
-        local = torch.tensor(step_weights(packs))
+    def _step_weights(self, packs: Sequence[TrainBatch]) -> tuple[StepWeights, float]:
+        """(step denominators, loss scale): global weights under DDP, known before any forward."""
+        local = step_weights(packs)
         if not (_is_ddp(self.model) and dist.is_initialized()):
-            return float(local[0]), float(local[1]), 1.0
-        weights = local.to(self.device, torch.float64)
+            return local, 1.0
+        weights = torch.tensor(local, dtype=torch.float64, device=self.device)
         dist.all_reduce(weights, op=dist.ReduceOp.SUM)
-        return float(weights[0]), float(weights[1]), float(dist.get_world_size())
+        return StepWeights(*(float(w) for w in weights)), float(dist.get_world_size())
 
     def _sync(self, last: bool) -> contextlib.AbstractContextManager:
         if last or not _is_ddp(self.model):
@@ -274,22 +218,27 @@ class Learner:
     def _autocast(self) -> torch.autocast:
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.training.bf16)
 
-    def _run_pack(self, pack: TrainBatch, w_ce: float, w_coord: float, scale: float, last: bool) -> LossSums:
+    def _run_pack(self, pack: TrainBatch, weights: StepWeights, scale: float, last: bool, channel: Channel) -> LossSums:
+        soft = self.soft_context if channel is Channel.A else None
         with self._sync(last):
             with self._autocast():
-                sums = forward_loss_sums(self.model, pack.to(self.device), coord_ids=self.coord_ids, coord_cfg=self.coord_cfg)
-            pack_loss(sums, w_ce, w_coord, scale).backward()
+                sums = forward_loss_sums(self.model, pack.to(self.device), coord_ids=self.coord_ids,
+                                         coord_cfg=self.coord_cfg, geometry=self.geometry, soft_context=soft)
+            pack_loss(sums, *weights, scale=scale).backward()
         return sums
 
-    def step(self, packs: Sequence[TrainBatch]) -> StepStats:
-        """Forward/backward every pack, clip, one optimizer step, advance the schedule."""
+    def step(self, packs: Sequence[TrainBatch], *, channel: Channel = Channel.B) -> StepStats:
+        """Forward/backward every pack, clip, one optimizer step, advance the schedule.
+
+        ``channel`` is the step's (Channel A runs the soft self-context when it is configured).
+        """
         if not packs:
             raise PackingError("an optimizer step needs at least one pack (every rank must take part)")
         self.model.train()
-        w_ce, w_coord, scale = self._step_weights(packs)
-        totals = torch.zeros(8, dtype=torch.float64)
+        weights, scale = self._step_weights(packs)
+        totals = torch.zeros(len(LossSums._fields), dtype=torch.float64)
         for i, pack in enumerate(packs):
-            sums = self._run_pack(pack, w_ce, w_coord, scale, last=i == len(packs) - 1)
+            sums = self._run_pack(pack, weights, scale, last=i == len(packs) - 1, channel=channel)
             totals += torch.stack([t.detach().double().cpu() for t in sums])
         totals = self._global_totals(totals)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.training.max_grad_norm)
@@ -313,7 +262,7 @@ class Learner:
         s = LossSums(*(float(x) for x in t))
         ce, coord = _ratio(s.ce_sum, s.ce_weight), _ratio(s.coord_sum, s.coord_weight)
         return StepStats(
-            loss=ce + coord,
+            loss=ce + coord + _ratio(s.box_sum, s.box_weight),
             ce=ce,
             coord=coord,
             coord_prefix=_ratio(s.prefix_sum, s.prefix_weight),
@@ -324,4 +273,5 @@ class Learner:
             n_segments=sum(p.n_segments for p in packs),
             ce_tokens=sum(int(p.ce_mask().sum()) for p in packs),
             coord_slots=sum(p.coord_positions.numel() for p in packs),
+            geometry=None if self.geometry is None else geometry_metrics(s),
         )

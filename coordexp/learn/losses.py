@@ -14,6 +14,8 @@ coordexp normalises once per optimizer step instead:
                  / (sum over the same packs of  sum_t w_t)
     loss/coord = sum over every pack of  sum_slots w_s * l_s
                  / (sum over the same packs of  sum_slots w_s)
+    geometry   = sum over every pack of  sum_boxes sum_t weight_t * term_t(box)
+                 / (number of boxes in the same packs)          (AB only; geometry_losses.box_term_sums)
 
 The denominators count the supervised weight of the whole optimizer step: all packs drained in the
 step and all gradient-accumulation micro-steps. A pack whose denominator is zero contributes zero
@@ -27,7 +29,7 @@ Under DDP, gradients are *averaged* over ranks. To make the objective the global
 all-reduces (SUM) its step weight once per optimizer step, before the first backward, and scales
 every pack's loss by ``world_size / global_weight``; DDP's division by ``world_size`` then yields
 ``sum over all ranks' tokens / global_weight``. One all-reduce of a few scalars per step (one per
-loss term) is enough; ranks with no supervised tokens still take part so that the collective never
+denominator) is enough; ranks with no supervised tokens still take part so that the collective never
 hangs.
 """
 

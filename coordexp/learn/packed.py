@@ -69,6 +69,7 @@ def _check_segment(seg: Segment) -> None:
         problems.append("the first token of a segment cannot carry a CE label (no logits row predicts it)")
     if s and bool(((seg.coord_positions < 1) | (seg.coord_positions >= n)).any()):
         problems.append(f"coord positions must lie in [1, {n})")
+    problems += _box_problems(seg.box_slots, s)
     if (seg.pixel_values is None) != (seg.image_grid_thw is None):
         problems.append("pixel_values and image_grid_thw come together (both or neither)")
     if n == 0:
@@ -76,6 +77,20 @@ def _check_segment(seg: Segment) -> None:
     if problems:
         raise PackingError(f"invalid segment {seg.key!r}: " + "; ".join(problems))
     _check_weights(seg)
+
+
+def _box_problems(box_slots: torch.Tensor, n_slots: int) -> list[str]:
+    """A box is 4 indices into the segment's coord slots (``coordexp.core.box_slots``)."""
+    if box_slots.dim() != 2 or box_slots.shape[1] != 4 or box_slots.dtype != torch.long:
+        return [f"box_slots must be a long tensor [G, 4], got {tuple(box_slots.shape)} {box_slots.dtype}"]
+    if box_slots.numel() and bool(((box_slots < 0) | (box_slots >= n_slots)).any()):
+        return [f"box_slots must index the {n_slots} coord slots, got values in "
+                f"[{int(box_slots.min())}, {int(box_slots.max())}]"]
+    return []
+
+
+def _no_boxes() -> torch.Tensor:
+    return torch.zeros((0, 4), dtype=torch.long)
 
 
 def _check_weights(seg: Segment) -> None:
@@ -119,6 +134,8 @@ class Segment:
     coord_bins: torch.Tensor  # [S] long; target bin 0..999 of each slot
     coord_is_prefix: torch.Tensor  # [S] bool; matched rollout prefix (True) or appended tail
     coord_weights: torch.Tensor  # [S] float
+    # [G, 4] long: the coord slots (indices into the [S] fields) of each box that gets the geometry losses
+    box_slots: torch.Tensor = attrs.field(factory=_no_boxes)
 
     def __attrs_post_init__(self) -> None:
         _check_segment(self)
@@ -141,6 +158,7 @@ class TrainBatch:
     coord_is_prefix: torch.Tensor  # [S]
     coord_weights: torch.Tensor  # [S]
     segment_lengths: tuple[int, ...]  # tokens, in concatenation (or row) order
+    box_slots: torch.Tensor = attrs.field(factory=_no_boxes)  # [G, 4] indices into the [S] coord fields
 
     def __attrs_post_init__(self) -> None:
         _check_inputs(self.inputs)
@@ -173,6 +191,10 @@ class TrainBatch:
 
     def coord_weight(self) -> float:
         return float(self.coord_weights.double().sum())
+
+    def box_weight(self) -> float:
+        """Boxes with geometry losses: this batch's share of the step's geometry denominator."""
+        return float(self.box_slots.shape[0])
 
     def to(self, device: torch.device) -> TrainBatch:
         def move(t: torch.Tensor) -> torch.Tensor:
@@ -215,7 +237,17 @@ def _coord_fields(segments: Sequence[Segment], offsets: Sequence[int], rows: Seq
         "coord_bins": torch.cat([s.coord_bins for s in segments]),
         "coord_is_prefix": torch.cat([s.coord_is_prefix for s in segments]),
         "coord_weights": torch.cat([s.coord_weights for s in segments]),
+        "box_slots": torch.cat([s.box_slots + n for s, n in zip(segments, _slot_offsets(segments))]),
     }
+
+
+def _slot_offsets(segments: Sequence[Segment]) -> list[int]:
+    """Where each segment's coord slots start in the batch's concatenated [S] fields."""
+    out, total = [], 0
+    for s in segments:
+        out.append(total)
+        total += s.coord_positions.numel()
+    return out
 
 
 def _require_segments(segments: Sequence[Segment]) -> None:

@@ -10,14 +10,23 @@ from __future__ import annotations
 
 import torch
 
+from coordexp.core.box_slots import box_slot_groups
+from coordexp.core.keys import Layout
 from coordexp.core.target_records import TrainTarget
-from coordexp.learn.encode import Encoding, with_answer
+from coordexp.core.tokens import TokenContext
+from coordexp.learn.encode import Encoding, box_slots_tensor, with_answer
 from coordexp.learn.losses import IGNORE_INDEX
 from coordexp.learn.packed import Segment
 
 
-def target_segment(prompt: Encoding, target: TrainTarget, *, key: str) -> Segment:
-    """The Segment of ``prompt`` + ``target.y_train_ids`` with the target's supervision."""
+def target_segment(
+    prompt: Encoding, target: TrainTarget, *, key: str, ctx: TokenContext | None = None, layout: Layout = Layout.OBJECT_N
+) -> Segment:
+    """The Segment of ``prompt`` + ``target.y_train_ids`` with the target's supervision.
+
+    With ``ctx`` the target's boxes (matched prefix and FN objects whose 4 coord tokens are coord slots,
+    ``core.box_slots``) go with it, for the geometry losses; without it the segment has none.
+    """
     enc = with_answer(prompt, target.y_train_ids)
     n_prompt = prompt.prompt_len
     labels = torch.tensor(target.labels, dtype=torch.long)  # core's IGNORE is the torch ignore index
@@ -34,4 +43,8 @@ def target_segment(prompt: Encoding, target: TrainTarget, *, key: str) -> Segmen
         coord_bins=torch.tensor(target.coord_target_bins, dtype=torch.long),
         coord_is_prefix=torch.tensor(target.coord_is_prefix, dtype=torch.bool),
         coord_weights=torch.ones(len(target.coord_positions)),
+        box_slots=box_slots_tensor(
+            box_slot_groups(target.y_train_ids, target.coord_positions, ctx=ctx, layout=layout, sample_id=key)
+            if ctx is not None else ()
+        ),
     )

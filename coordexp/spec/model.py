@@ -20,7 +20,7 @@ TRANSITIONS: frozenset[str] = frozenset(
         "coords", "parse", "append", "serialize", "geometry", "match", "target", "labels",
         "pack_select", "pack_buffer", "pack_row", "loss", "schedule", "config", "decode", "repeat",
         "metrics", "executor", "backend", "hf_backend", "launcher", "eval", "buffer", "learn",
-        "channel_a",
+        "channel_a", "guard",
     }
 )
 """The closed `Transition:` vocabulary of docs/dev/conventions.md (a test keeps the two in step)."""

@@ -54,6 +54,7 @@ _SECTIONS = (
     ("Rollouts: parse, match, target, generation", ("rollout/",)),
     ("Post-rollout packing", ("packing/",)),
     ("Stage-2 AB", ("stage2/", "stage2_ab/")),
+    ("Stability guard and Channel-B pipeline", ("guard/", "pipeline/")),
     ("Evaluation", ("eval_rollout/", "eval_time/")),
 )
 

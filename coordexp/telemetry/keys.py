@@ -10,7 +10,7 @@ with what to read instead; emitting one is an error that says so.
 
 from __future__ import annotations
 
-from coordexp.telemetry import keys_eval, keys_rollout, keys_step
+from coordexp.telemetry import keys_eval, keys_guard, keys_rollout, keys_step
 from coordexp.telemetry.keymodel import (
     AB,
     BOTH,
@@ -54,7 +54,7 @@ RETIRED: dict[str, str] = {
     "eval_loss": "production-style evaluation has no teacher-forced loss (seed 002)",
 }
 
-REGISTRY: Registry = build_registry((*keys_step.KEYS, *keys_rollout.KEYS, *keys_eval.KEYS), RETIRED)
+REGISTRY: Registry = build_registry((*keys_step.KEYS, *keys_rollout.KEYS, *keys_guard.KEYS, *keys_eval.KEYS), RETIRED)
 
 __all__ = [
     "AB",

@@ -21,20 +21,24 @@ DIAGNOSTICS: tuple[str, ...] = ("desc_monitor", "monitor_dump", "tensorboard")
 
 _LOSS: tuple[Key, ...] = (
     key("loss", Agg.SPARSE, "nats",
-        "Optimized loss of the step (CE + coord); steps without a forward do not count.", L),
+        "Optimized loss of the step (CE + coord + weighted geometry); steps without a forward do not count.", L),
     key("loss/ce", Agg.SPARSE, "nats", "Token-weighted CE mean of the step.", L),
     key("loss/coord", Agg.SPARSE, "", "Weighted coord-slot loss (softCE + W1 + gate) mean of the step.", L),
     key("loss/coord_prefix", Agg.SPARSE, "", "Coord-slot loss over prefix slots (0 when the step had none).", L),
     key("loss/coord_tail", Agg.SPARSE, "", "Coord-slot loss over tail slots (0 when the step had none).", L),
     *(key(f"loss/{n}", Agg.SPARSE, "", doc, L, variants=[AB], optional=True) for n, doc in (
-        ("bbox_smoothl1", "SmoothL1 on expectation-decoded boxes (unweighted)."),
-        ("bbox_ciou", "CIoU loss on expectation-decoded boxes (unweighted)."),
+        ("bbox_smoothl1", "SmoothL1 on expectation-decoded boxes, mean over the step's boxes (unweighted; Channel-A GT "
+         "boxes, Channel-B matched-prefix and FN boxes)."),
+        ("bbox_ciou", "1 - CIoU on expectation-decoded boxes, mean over the step's boxes (unweighted)."),
         ("coord_ce", "Coord-slot CE regulariser (unweighted)."),
         ("coord_el1", "Expected-L1 coord regulariser (unweighted)."),
         ("coord_ehuber", "Expected-Huber coord regulariser (unweighted)."),
         ("coord_entropy", "Coord distribution entropy (unweighted)."),
         ("coord_reg", "Weighted sum of the coord regularisers."),
     )),
+    key("loss/bbox_nonfinite", Agg.SUM, "values",
+        "Non-finite SmoothL1 / CIoU values counted as 0 (should stay 0; rising means degenerate boxes or logits).",
+        L, variants=[AB], optional=True),
     key("grad_norm", Agg.SPARSE, "", "Gradient norm before clipping.", L),
     key("learning_rate", Agg.LAST, "", "Learning rate of the first parameter group.", L),
     key("learn/packs", Agg.SUM, "forwards", "Forward/backward passes (packs or padded batches).", L),

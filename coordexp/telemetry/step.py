@@ -1,4 +1,4 @@
-"""Step metrics of packing and of the A/B schedule, from the core records that describe them.
+"""Step metrics of packing, of the A/B schedule and of the desc monitor, from the core records that describe them.
 
 They are base keys only (sums, last values, flags); the per-pack means of the metrics reference are
 ratios the window derives from these sums, so a window of several steps weighs every pack equally
@@ -7,12 +7,18 @@ ratios the window derives from these sums, so a window of several steps weighs e
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 import attrs
 
+from coordexp.core.coordjson import GTObject
+from coordexp.core.match import MatchResult
 from coordexp.core.pack import Pack
 from coordexp.core.schedule import Channel, RatioSchedule, RealizedRatio, Schedule, channel_for_step
+
+if TYPE_CHECKING:
+    from coordexp.telemetry.desc_monitor import DescMonitor
 
 EMA_WEIGHT = 0.2  # weight of the newest pack in packing/avg_segment_len_ema (legacy value)
 
@@ -70,3 +76,26 @@ def schedule_metrics(step: int, *, schedule: Schedule, realized: RealizedRatio) 
         "stage2_ab/b_ratio_scheduled": float(scheduled),
         "stage2_ab/b_ratio_realized": float(realized.realized),
     }
+
+
+class _HasDesc(Protocol):
+    desc: str
+
+
+MatchedSample = tuple[Sequence[_HasDesc], Sequence[GTObject], MatchResult]  # (preds Match saw, GT, match)
+
+
+def matched_descs(samples: Iterable[MatchedSample]) -> list[tuple[str, str]]:
+    """(pred desc, GT desc) of every matched pair, sample by sample in match order."""
+    return [(preds[p].desc, gt[g].desc) for preds, gt, match in samples for p, g in match.matched_pairs]
+
+
+def desc_metrics(monitor: DescMonitor | None, samples: Iterable[MatchedSample], *, step: int | None = None,
+                 prefix: str = "rollout") -> dict[str, float]:
+    """The desc monitor's keys of one step with rollouts (``step``: only when due) or of one eval pass (None).
+
+    Nothing when the monitor is off or not due, so those steps do not dilute the window's sums.
+    """
+    if monitor is None or (step is not None and not monitor.due(step)):
+        return {}
+    return monitor.metrics(matched_descs(samples), prefix=prefix)

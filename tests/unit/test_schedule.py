@@ -18,6 +18,7 @@ from coordexp.core.schedule import (
     RatioPiece,
     RatioSchedule,
     RealizedRatio,
+    backed_off,
     channel_for_step,
 )
 from coordexp.errors import ConfigError
@@ -238,3 +239,33 @@ def test_realised_ratio_follows_the_schedule():
 def test_realised_ratio_refuses_steps_going_backwards():
     with pytest.raises(ValueError, match="backwards"):
         RealizedRatio().record(5, Channel.A).record(4, Channel.B)
+
+
+@pytest.mark.parametrize("stop", [0, 1, 19, 20, 250, 433])
+def test_realised_ratio_rebuilt_for_a_resume_equals_the_uninterrupted_one(stop):
+    schedule = ramp((100, 0.05), (300, 0.5), (None, 0.2))
+    straight = RealizedRatio()
+    for step in range(stop):
+        straight = straight.record(step, channel_for_step(step, schedule=schedule))
+    rebuilt = RealizedRatio.before(stop, schedule=schedule)
+    assert rebuilt == straight
+    nxt = channel_for_step(stop, schedule=schedule)
+    assert rebuilt.record(stop, nxt).realized == straight.record(stop, nxt).realized
+
+
+# --- guard backoff pieces ---------------------------------------------------------------------------------
+
+def test_backoff_keeps_the_past_and_holds_the_new_ratio_for_the_rest_of_the_run():
+    hot = ratio(0.85)
+    cooled = backed_off(hot, start_step=40, value=0.05)
+    assert cooled.pieces == (RatioPiece(0, 0.85), RatioPiece(40, 0.05))
+    assert channels(cooled, range(40)) == channels(hot, range(40))
+    assert b_steps(cooled, 100)[-3:] == [59, 79, 99]  # the piece counts from its own first step
+
+
+def test_backoff_drops_later_ramp_pieces_and_replaces_one_starting_at_the_same_step():
+    schedule = ramp((100, 0.05), (200, 0.10), (None, 0.20))
+    assert backed_off(schedule, start_step=150, value=0.02).pieces == (
+        RatioPiece(0, 0.05), RatioPiece(100, 0.10), RatioPiece(150, 0.02))
+    assert backed_off(schedule, start_step=100, value=0.02).pieces == (RatioPiece(0, 0.05), RatioPiece(100, 0.02))
+    assert backed_off(schedule, start_step=0, value=0.0).pieces == (RatioPiece(0, 0.0),)

@@ -64,7 +64,7 @@ def test_the_best_scoring_beam_of_each_sample_is_picked():
 
 def test_a_request_whose_prompt_ids_differ_from_its_encoding_is_refused():
     """RM-DECODE-105: the backend feeds the encoding; ids that disagree would mean a re-tokenized prompt."""
-    from coordexp.backends.hf import _check_request
+    from coordexp.backends.completion import check_request as _check_request
     from coordexp.errors import RolloutError
 
     good = _request(4, None, "ok")

@@ -166,9 +166,14 @@ def test_server_timeout_must_be_positive():
         f"{RM}.vllm.server.timeout_s: must be > 0")
 
 
-def test_pipeline_needs_vllm_server():
-    assert one_error(ab(), f"{AB}.channel_b.enable_pipeline=true").startswith(f"{AB}.channel_b.enable_pipeline: needs")
-    check(ab(), *SERVER, f"{AB}.channel_b.enable_pipeline=true")
+def test_pipeline_is_valid_for_any_backend_and_warns_where_nothing_overlaps():
+    on = f"{AB}.channel_b.enable_pipeline=true"
+    shared = check(ab(), on, f"{RM}.decode_batch_size=1")  # hf: rollouts on the learner's device
+    assert any(w.startswith(f"{AB}.channel_b.enable_pipeline: rollouts (hf) run on the learner's device")
+               for w in shared)
+    assert check(ab(), *SERVER, on, f"{RM}.decode_batch_size=1") == []
+    one_chunk = check(ab(), *SERVER, on, f"{RM}.decode_batch_size=4")  # 4 rollouts per step: a single chunk
+    assert [w for w in one_chunk if "nothing to overlap" in w]
 
 
 def test_vllm_needs_greedy_decode_mode():

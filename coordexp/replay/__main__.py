@@ -1,0 +1,5 @@
+import sys
+
+from coordexp.replay.cli import main
+
+sys.exit(main())

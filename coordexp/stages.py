@@ -185,7 +185,7 @@ class StepWork:
     def _pipelined_rollout(self) -> None:
         """Generate chunk k+1 (producer thread) while chunk k is parsed, matched and targeted here.
 
-        Chunks are as many samples as the backend works on at once (``decode_batch_size``, per server in
+        Chunks are as many samples as the backend works on at once (``decode_batch_size``, per server replica in
         server mode: ``coordexp.backends.protocol.parallel_requests``); chunk k samples with seed ``rollout_seed + k`` (greedy
         decoding ignores it, so greedy rollouts equal the unpipelined ones). Learning waits for the whole
         step: see ``coordexp.pipeline`` for why the exact step-token normalisation is kept.

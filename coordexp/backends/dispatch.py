@@ -9,7 +9,10 @@ and in input order, so results are reassembled by position and never reordered.
   largest fractional parts, ties to the lower index (all-zero weights: equal parts);
 - ``even_slices``: the same with equal weights (the larger slices first);
 - ``chunk_slices``: fixed-size chunks (``decode_batch_size``), the last one shorter;
-- ``spread_chunks``: the chunks of a call as contiguous runs over the servers, each server's run in order.
+- ``spread_chunks``: the chunks of a call as contiguous runs over the servers, each server's run in order, the
+  runs sized by the servers' weights (their data-parallel sizes: a replica per chunk in flight);
+- ``server_batches``: per server, the requests it keeps in flight together: ``replicas`` consecutive chunks of
+  its run at a time (a data-parallel server of 3 replicas gets 3 chunks at once, one per replica).
 """
 
 from __future__ import annotations
@@ -58,10 +61,23 @@ def chunk_slices(n: int, size: int) -> tuple[Slice, ...]:
     return tuple((start, min(start + size, n)) for start in range(0, n, size))
 
 
-def spread_chunks(n: int, *, chunk: int, servers: int) -> tuple[tuple[Slice, ...], ...]:
-    """Per server, the chunks it rolls out one after the other: contiguous runs of the call's chunks."""
+def spread_chunks(n: int, *, chunk: int, weights: Sequence[int]) -> tuple[tuple[Slice, ...], ...]:
+    """Per server, the chunks it rolls out: contiguous runs of the call's chunks, sized by the servers' weights."""
     chunks = chunk_slices(n, chunk)
-    return tuple(chunks[a:b] for a, b in even_slices(len(chunks), servers))
+    return tuple(chunks[a:b] for a, b in weighted_slices(len(chunks), weights))
+
+
+def server_batches(n: int, *, chunk: int, replicas: Sequence[int]) -> tuple[tuple[Slice, ...], ...]:
+    """Per server, its in-flight batches one after the other: ``replicas[s]`` consecutive chunks merged, so a
+    server of ``r`` data-parallel replicas has ``chunk * r`` requests in flight and all servers finish their
+    runs in about as many rounds."""
+    if any(r < 1 for r in replicas):
+        raise ValueError(f"server_batches needs every server's replica count >= 1, got {list(replicas)}")
+    out = []
+    for mine, r in zip(spread_chunks(n, chunk=chunk, weights=replicas), replicas, strict=True):
+        groups = (mine[i : i + r] for i in range(0, len(mine), r))
+        out.append(tuple((group[0][0], group[-1][1]) for group in groups))
+    return tuple(out)
 
 
 def reassemble(parts: Sequence[Sequence[T]], slices: Sequence[Slice]) -> list[T]:

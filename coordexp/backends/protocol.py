@@ -93,7 +93,7 @@ class RolloutBackend(Protocol):
 
 def parallel_requests(backend: RolloutBackend, decode_batch_size: int) -> int:
     """How many requests ``backend`` works on at once: ``decode_batch_size``, unless the backend spreads a call
-    over several engines (the vLLM server backend: ``decode_batch_size`` per server) and says so with a
-    ``parallel_requests`` attribute. The pipelined Channel-B rollout sizes its chunks by it, so that every
-    server is busy while the learner side works."""
+    over several engines (the vLLM server backend: ``decode_batch_size`` per data-parallel replica of each
+    server) and says so with a ``parallel_requests`` attribute. The pipelined Channel-B rollout sizes its chunks
+    by it, so that every server is busy while the learner side works."""
     return int(getattr(backend, "parallel_requests", decode_batch_size))

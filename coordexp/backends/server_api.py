@@ -12,6 +12,9 @@ whose endpoints were read from its source:
 - full weights: ``POST /collective_rpc {"method": "reload_weights", "kwargs": {"weights_path": DIR}}``
   (registered only with ``VLLM_SERVER_DEV_MODE=1``; ``GET /server_info`` is its probe), then
   ``/reset_encoder_cache`` and ``/reset_prefix_cache`` (a stale encoder cache fails the next image request);
+- data parallelism: ``GET /server_info?config_format=json`` (dev mode too) answers the engine's ``VllmConfig``
+  as JSON, ``{"vllm_config": {"parallel_config": {"data_parallel_size": N, ...}, ...}, "vllm_env": ..., ...}``;
+  the client keeps ``decode_batch_size`` requests in flight per replica (``replicas_of_server_info``);
 - adapters: ``POST /v1/load_lora_adapter {"lora_name", "lora_path", "load_inplace": true}`` (needs
   ``--enable-lora`` and ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``), then requests name the adapter as model.
 """
@@ -81,6 +84,10 @@ class RolloutServerApi(Protocol):
 
     def sync_check(self, sync_mode: str, timeout: float) -> Check: ...
 
+    def data_parallel_size(self, *, timeout: float) -> int:
+        """How many engine replicas serve this endpoint; ``ServerError`` when the server does not say."""
+        ...
+
     def generate(self, prompt: ServerPrompt, sampling: dict[str, Any], *, model: str | None,
                  timeout: float | None, retry: RetryPolicy) -> ServerReply: ...
 
@@ -147,6 +154,10 @@ class VllmApi:
         checks.append(_max_length_check(served, max_model_len))
         checks.append(self.sync_check(sync_mode, timeout))
         return checks
+
+    def data_parallel_size(self, *, timeout: float) -> int:
+        url = self._url("/server_info?config_format=json")
+        return replicas_of_server_info(call_json("GET", url, timeout=timeout), url)
 
     def _probe_status(self, method: str, path: str, timeout: float) -> int:
         """The HTTP status of an empty request (a 400 proves the route exists and validates bodies)."""
@@ -238,6 +249,23 @@ def parse_generate_reply(reply: Any, url: str) -> ServerReply:
         raise bad("`prompt_token_ids` is not a list of token ids (was return_token_ids honoured?)")
     reason = choices[0].get("finish_reason")
     return ServerReply(prompt, completion, reason if isinstance(reason, str) else None, reply)
+
+
+def replicas_of_server_info(reply: Any, url: str) -> int:
+    """The engine replicas behind one endpoint, from vLLM 0.32's ``/server_info`` JSON: ``data_parallel_size``,
+    except that an endpoint of an external load balancer fronts one rank and a hybrid one its node's ranks."""
+    config = reply.get("vllm_config") if isinstance(reply, dict) else None
+    parallel = config.get("parallel_config") if isinstance(config, dict) else None
+    size = parallel.get("data_parallel_size") if isinstance(parallel, dict) else None
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise ServerMalformed(f"GET {url}: no `vllm_config.parallel_config.data_parallel_size` (a positive int) in "
+                              f"{str(reply)[:300]}", url=url, attempts=1)
+    if parallel.get("data_parallel_external_lb") is True:
+        return 1
+    local = parallel.get("data_parallel_size_local")
+    if parallel.get("data_parallel_hybrid_lb") is True and isinstance(local, int) and 1 <= local <= size:
+        return local
+    return size
 
 
 def _served_model_check(served: list[ServedModel], model: str) -> Check:

@@ -10,10 +10,12 @@ Why it looks the way it does:
   is built on the learner's ids, so a server that saw another prompt would train on a wrong prefix.
   Completion ids come back as ids and are never re-tokenized.
 - Requests go out in ``decode_batch_size`` chunks, the chunks spread over the S servers as contiguous runs
-  (``coordexp.backends.dispatch.spread_chunks``); each server gets its chunks one after the other with the
-  chunk's requests in flight together (vLLM batches them). A result's ``seconds`` is its chunk's wall time,
-  as in the HF backend. Sampling seeds are per request, from the call's seed and the request's index, so a
-  retried request draws the same tokens.
+  weighted by each server's data-parallel size (read from ``/server_info`` at the start checks, 1 with a
+  warning when the server does not say), and each server keeps one chunk per replica in flight
+  (``coordexp.backends.dispatch.server_batches``): a DP-3 server behind one URL gets 3 chunks at once, so every
+  rollout GPU stays busy without scaling ``decode_batch_size`` by hand. A result's ``seconds`` is the wall time
+  of the batch it was in flight with, as in the HF backend. Sampling seeds are per request, from the call's
+  seed and the request's index, so a retried request (or another spread) draws the same tokens.
 - Finish reasons, the stop-rule name and ``new_tokens`` follow the HF backend: ids end at the first EOS,
   the stop rules run inside the server (``coordexp.backends.vllm_stop_rules``, per request) and are
   replayed over the returned ids to name the rule that fired; Parse still makes the final cut.
@@ -42,7 +44,7 @@ from typing import Any
 import torch
 
 from coordexp.backends.completion import check_request, eos_ids, finished, seed_for
-from coordexp.backends.dispatch import spread_chunks
+from coordexp.backends.dispatch import server_batches
 from coordexp.backends.http_json import RetryPolicy, ServerError, ServerGone, ServerMalformed, ServerStalled
 from coordexp.backends.protocol import DecodingConfig, RolloutRequest, RolloutResult
 from coordexp.backends.server_api import (
@@ -130,10 +132,12 @@ class VllmServerBackend:
         self.run_dir = run_dir if run_dir is not None else Path(tempfile.mkdtemp(prefix="coordexp-server-sync-"))
         self.folders = WeightFolders(self.run_dir / SYNC_DIR)  # weights_NNNNN/, adapter_NNNNN/: the newest stays
         self.sync_mode = server.sync_mode
-        self.stats = {"syncs_full": 0, "syncs_adapter": 0, "sync_fallbacks": 0, "sync_seconds": 0.0}
+        self.stats = {"syncs_full": 0, "syncs_adapter": 0, "sync_fallbacks": 0, "sync_seconds": 0.0,
+                      "replicas_unknown": 0}
         rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
         self.dumper = DebugDumper(server.debug_dump, self.run_dir, rank=rank, world=world)
         self._adapter_loaded = False
+        self.replicas = [1] * len(self.apis)  # per server: its data-parallel size, learned by the preflight
         self.preflight()
         self._load_start_weights()
         self._synced = weights_fingerprint(model)  # the servers now hold model.model, the learner's start
@@ -165,6 +169,23 @@ class VllmServerBackend:
         if problems:
             raise RolloutError("vLLM server preflight failed (docs/backends.md, troubleshooting):\n  - "
                                + "\n  - ".join(problems))
+        self.replicas = [self._replicas_of(api) for api in self.apis]
+
+    def _replicas_of(self, api: RolloutServerApi) -> int:
+        """The server's data-parallel size; 1 (and a warning, counted) when it cannot be read: the run works, but
+        a data-parallel server then has only ``decode_batch_size`` requests in flight."""
+        try:
+            replicas = api.data_parallel_size(timeout=self.plan.timeout_s)
+        except ServerError as exc:
+            self.stats["replicas_unknown"] += 1
+            log.warning("%s: cannot read its data-parallel size (%s); sending it %d request(s) at a time, as to one "
+                        "replica. Fix: serve it with VLLM_SERVER_DEV_MODE=1 (python -m coordexp.launch does), whose "
+                        "GET /server_info tells", api.base_url, exc, self.decoding.decode_batch_size)
+            return 1
+        if replicas > 1:
+            log.info("%s: %d data-parallel replicas: %d requests in flight", api.base_url, replicas,
+                     replicas * self.decoding.decode_batch_size)
+        return replicas
 
     def _fall_back(self, failed: Check) -> bool:
         """Adapter sync cannot work on this server: switch to full sync when fallback_to_full allows it."""
@@ -264,11 +285,11 @@ class VllmServerBackend:
     # -- generation ----------------------------------------------------------------------------------------
     @property
     def parallel_requests(self) -> int:
-        """Requests in flight in one ``generate`` call: ``decode_batch_size`` per server."""
-        return self.decoding.decode_batch_size * len(self.apis)
+        """Requests in flight in one ``generate`` call: ``decode_batch_size`` per data-parallel replica."""
+        return self.decoding.decode_batch_size * sum(self.replicas)
 
     def generate(self, requests: Sequence[RolloutRequest], *, seed: int | None = None) -> list[RolloutResult]:
-        """One result per request, in request order (chunks of ``decode_batch_size`` spread over the servers)."""
+        """One result per request, in request order (chunks of ``decode_batch_size``, one per replica in flight)."""
         if self.decoding.samples and seed is None:
             raise RolloutError("vllm_server backend: sampling (decoding.temperature > 0) needs a seed per generate "
                                "call so that rollouts are reproducible; pass seed=...")
@@ -277,22 +298,21 @@ class VllmServerBackend:
             self._check_before_generate = False
         if not requests:
             return []
-        size = self.decoding.decode_batch_size
-        per_server = [[(start, requests[start:end]) for start, end in mine]
-                      for mine in spread_chunks(len(requests), chunk=size, servers=len(self.apis))]
+        plan = server_batches(len(requests), chunk=self.decoding.decode_batch_size, replicas=self.replicas)
+        per_server = [[(start, requests[start:end]) for start, end in mine] for mine in plan]
         results: list[RolloutResult | None] = [None] * len(requests)
         replies: list[ServerReply | None] = [None] * len(requests)
-        with ThreadPoolExecutor(max_workers=len(self.apis) * size, thread_name_prefix="coordexp-server") as pool:
+        with ThreadPoolExecutor(max_workers=self.parallel_requests, thread_name_prefix="coordexp-server") as pool:
             lock = threading.Lock()
 
             def run_server(api: RolloutServerApi, mine: list[tuple[int, Sequence[RolloutRequest]]]) -> None:
-                for start, chunk in mine:
+                for start, batch in mine:
                     t0 = time.perf_counter()
-                    futures = [pool.submit(self._one, api, req, start + i, seed) for i, req in enumerate(chunk)]
+                    futures = [pool.submit(self._one, api, req, start + i, seed) for i, req in enumerate(batch)]
                     got = [f.result() for f in futures]
                     seconds = time.perf_counter() - t0
                     with lock:
-                        for i, (req, reply) in enumerate(zip(chunk, got, strict=True)):
+                        for i, (req, reply) in enumerate(zip(batch, got, strict=True)):
                             replies[start + i] = reply
                             results[start + i] = self._result(req, reply, seconds)
 
@@ -302,7 +322,7 @@ class VllmServerBackend:
                 for job in jobs:
                     job.result()
         missing = [requests[i].sample_id for i, r in enumerate(results) if r is None]
-        if missing:  # every chunk either filled its slots or raised: a gap is a bug in this dispatch
+        if missing:  # every batch either filled its slots or raised: a gap is a bug in this dispatch
             raise RolloutError(f"vllm_server backend: no result for samples {missing[:5]}")
         self._maybe_dump(requests, replies, results)
         return [r for r in results if r is not None]

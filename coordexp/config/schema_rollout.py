@@ -100,7 +100,7 @@ class DescMonitorConfig:
 class RolloutMatchingConfig:
     # --- rollout backend and decoding ---
     rollout_backend: Literal["vllm", "hf"] = knob("vllm", help="Rollout engine: `vllm` (colocate or server) or `hf` generate.")
-    decode_batch_size: int = knob(1, help="Rollouts in flight per engine (> 0): per generate call with hf / colocate, per server endpoint in server mode (a data-parallel server still gets this many: scale it by the server's GPUs); also the eval batch size.")
+    decode_batch_size: int = knob(1, help="Rollouts in flight per engine (> 0): per generate call with hf / colocate; in server mode per data-parallel replica (a server of data-parallel size N, read from its /server_info at start, gets N times this many at once; no need to scale it by hand); also the eval batch size.")
     decode_mode: Literal["greedy", "beam"] = knob("greedy", help="`beam` is HF-only; vLLM backends need `greedy` (sample via `decoding.temperature`).")
     max_new_tokens: int = knob(512, help="Rollout generation budget in tokens (> 0).")
     num_beams: int = knob(1, help="Beams for HF beam decoding (>= 1).")

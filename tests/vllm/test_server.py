@@ -7,6 +7,7 @@ last and in this order: a stall (SIGSTOP, resumed after), then a kill (the serve
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import socket
@@ -153,6 +154,8 @@ def parts(served) -> Parts:
 
 def test_token_ids_round_trip_and_equal_hf_greedy(served, parts):
     backend = _backend(served, parts)
+    assert backend.replicas == [1] and backend.stats["replicas_unknown"] == 0  # the real /server_info was read
+    assert backend.parallel_requests == 2
     results = backend.generate(parts.requests)
     assert [r.rollout.prompt_ids for r in results] == [r.prompt_ids for r in parts.requests]  # server expansion == learner
     assert all(r.new_tokens == len(r.rollout.completion_ids) > 0 for r in results)
@@ -263,10 +266,10 @@ class _Malformed(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if self.path == "/v1/models":
-            import json
-
             self._send(200, json.dumps({"data": [{"id": self.model_dir, "root": self.model_dir,
                                                   "max_model_len": 4096}]}).encode())
+        elif self.path.startswith("/server_info"):
+            self._send(200, json.dumps({"vllm_config": {"parallel_config": {"data_parallel_size": 1}}}).encode())
         else:
             self._send(200, b"{}")
 

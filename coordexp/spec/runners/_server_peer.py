@@ -5,6 +5,10 @@
 Each request is recognised by its image's data URL (the runner registers every request's URL, full prompt ids
 and completion ids); the peer expands the prompt as vLLM would (it answers the registered full prompt ids) and
 records what each POST carried (sample index, whether the ids were the collapsed prompt, the sampling params).
+``GET /server_info?config_format=json`` answers vLLM's shape with the peer's data-parallel size (``replicas``;
+``None``: a reply without the config, as a server that does not say). Each peer counts the generate requests
+in flight at once (``peak``); with ``gather_s`` a reply waits, at most that long, until ``gather[i]`` requests
+are in flight at peer ``i``, so the peak shows what the client sends together, not how fast threads start.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import time
 from collections.abc import Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -34,10 +39,37 @@ class PeerState:
     finish_reason: str
     stall_s: float
     posts: list[dict[str, Any]] = attrs.Factory(list)
-    lock: threading.Lock = attrs.Factory(threading.Lock)
+    replicas: Sequence[int | None] = ()  # per peer: its data-parallel size (missing: 1)
+    gather: Sequence[int] = ()  # per peer: requests in flight to wait for before replying (with gather_s)
+    gather_s: float = 0.0
+    in_flight: dict[int, int] = attrs.Factory(dict)  # peer index -> generate requests being answered
+    peak: dict[int, int] = attrs.Factory(dict)  # peer index -> the most in flight at once
+    lock: threading.Condition = attrs.Factory(threading.Condition)
+
+    def server_info(self, peer: int) -> dict[str, Any]:
+        """vLLM 0.32's ``/server_info?config_format=json`` reply, cut to what the client reads."""
+        replicas = self.replicas[peer] if peer < len(self.replicas) else 1
+        if replicas is None:
+            return {"vllm_env": {}, "system_env": {}}
+        parallel = {"data_parallel_size": replicas, "data_parallel_size_local": replicas,
+                    "data_parallel_external_lb": False, "data_parallel_hybrid_lb": False}
+        return {"vllm_config": {"parallel_config": parallel}, "vllm_env": {}, "system_env": {}}
+
+    def enter(self, peer: int) -> None:
+        """One more generate request in flight at ``peer``; waits for the gather (if any) before returning."""
+        with self.lock:
+            self.in_flight[peer] = self.in_flight.get(peer, 0) + 1
+            self.peak[peer] = max(self.peak.get(peer, 0), self.in_flight[peer])
+            self.lock.notify_all()
+            want = self.gather[peer] if peer < len(self.gather) else 0
+            self.lock.wait_for(lambda: self.in_flight[peer] >= want, timeout=self.gather_s)
+
+    def leave(self, peer: int) -> None:
+        with self.lock:
+            self.in_flight[peer] -= 1
 
 
-def _handler(state: PeerState) -> type[BaseHTTPRequestHandler]:
+def _handler(state: PeerState, peer: int) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def _reply(self, code: int, payload: Any) -> None:
             body = json.dumps(payload).encode("utf-8")
@@ -51,9 +83,12 @@ def _handler(state: PeerState) -> type[BaseHTTPRequestHandler]:
                 pass
 
         def do_GET(self) -> None:
-            if self.path == "/v1/models":
+            path = urlsplit(self.path).path
+            if path == "/v1/models":
                 self._reply(200, {"data": [{"id": state.model, "root": state.model, "max_model_len": 1 << 20}]})
-            elif self.path in ("/health", "/server_info"):
+            elif path == "/server_info":
+                self._reply(200, state.server_info(peer))
+            elif path == "/health":
                 self._reply(200, {})
             else:
                 self._reply(404, {"detail": "not found"})
@@ -75,7 +110,11 @@ def _handler(state: PeerState) -> type[BaseHTTPRequestHandler]:
             with state.lock:
                 state.posts.append({"index": entry.index, "collapsed": tuple(body["token_ids"]) == entry.collapsed,
                                     "sampling": body["sampling_params"], "port": self.server.server_address[1]})
-            time.sleep(state.stall_s)
+            state.enter(peer)
+            try:
+                time.sleep(state.stall_s)
+            finally:
+                state.leave(peer)
             self._reply(200, {"prompt_token_ids": list(entry.prompt_ids),
                               "choices": [{"token_ids": list(entry.completion_ids), "finish_reason": state.finish_reason}]})
 
@@ -90,7 +129,7 @@ class Peers:
 
     def __init__(self, count: int, state: PeerState) -> None:
         self.state = state
-        self.servers = [ThreadingHTTPServer(("127.0.0.1", 0), _handler(state)) for _ in range(count)]
+        self.servers = [ThreadingHTTPServer(("127.0.0.1", 0), _handler(state, i)) for i in range(count)]
         for server in self.servers:
             server.daemon_threads = True
             threading.Thread(target=server.serve_forever, daemon=True).start()

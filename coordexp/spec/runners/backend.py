@@ -81,7 +81,7 @@ def _spread(case: Mapping[str, Any]) -> dict[str, Any]:
     from coordexp.backends.dispatch import spread_chunks
 
     _check(case, {"n", "chunk", "servers"})
-    plan = spread_chunks(case["n"], chunk=case["chunk"], servers=case["servers"])
+    plan = spread_chunks(case["n"], chunk=case["chunk"], weights=[1] * case["servers"])
     return {"per_server": [[list(c) for c in mine] for mine in plan],
             "in_flight_per_server": [max((b - a for a, b in mine), default=0) for mine in plan]}
 
@@ -104,7 +104,7 @@ def _seed(case: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _server(case: Mapping[str, Any]) -> dict[str, Any]:
-    from coordexp.backends.dispatch import spread_chunks
+    from coordexp.backends.dispatch import server_batches
     from coordexp.backends.http_json import NO_RETRY
     from coordexp.backends.server_api import collapse_image_pads, image_data_url
     from coordexp.backends.vllm_server import VllmServerBackend
@@ -138,8 +138,8 @@ def _server(case: Mapping[str, Any]) -> dict[str, Any]:
         cfg = minimal_config("rollout_matching_sft", overrides)
         dec = bind_decoding(cfg)
         out = {
-            "plan": [[list(c) for c in mine] for mine in spread_chunks(len(requests), chunk=dec.decode_batch_size,
-                                                                       servers=len(peers.urls))],
+            "plan": [[list(c) for c in mine] for mine in server_batches(len(requests), chunk=dec.decode_batch_size,
+                                                                        replicas=[1] * len(peers.urls))],
             "infer_timeout_s": bind_server(cfg).infer_timeout_s,
         }
         with tempfile.TemporaryDirectory() as tmp:

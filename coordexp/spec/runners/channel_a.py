@@ -210,7 +210,7 @@ def _placeholder_invariance(c: dict[str, Any]) -> dict[str, Any]:
     tail = torch.arange(coord.numel()) > int(batch.coord_positions.max())
     same = (fed[1][0] == fed[0][0]).all(-1)
     same_lm = (lm_in[1][0] == lm_in[0][0]).all(-1)
-    coord999 = float(emb[coord_ids[999], 0])  # every component of row i is i
+    coord999 = float(emb[coord_ids[999], 0].detach())  # every component of row i is i
     return {
         "forwards": len(fed),
         "rows": {"prompt": int(prompt.sum()), "image_placeholders": int(image.sum()), "coord": int(coord.sum()),

@@ -167,15 +167,15 @@ RANGES: tuple[Range, ...] = (
     non_negative(f"{GUARD}.max_invalid_coord_slots"),
 )
 
-_ABSENT = object()
+ABSENT = object()
 
 
 def value_at(config: Config, key: str) -> Any:
-    """The value at a dotted key, or ``_ABSENT`` when a section on the way is null."""
+    """The value at a dotted key, or ``ABSENT`` when a section on the way is null."""
     node: Any = config
     for part in key.split("."):
         if node is None:
-            return _ABSENT
+            return ABSENT
         node = getattr(node, part)
     return node
 
@@ -183,7 +183,7 @@ def value_at(config: Config, key: str) -> Any:
 def check_ranges(config: Config, _derived: Derived, out: Findings) -> None:
     for rng in RANGES:
         value = value_at(config, rng.key)
-        if value is _ABSENT or value is None or rng.holds(value):
+        if value is ABSENT or value is None or rng.holds(value):
             continue
         out.error(rng.key, f"must be {rng.text()}, got {value!r}", f"set a value {rng.text()}")
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 import enum
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import attrs
 
@@ -127,31 +128,71 @@ class HealthyRange:
     low: float | None  # inclusive; None = unbounded
     high: float | None  # inclusive; None = unbounded
     seed_says: str
-    cure: str
+    cures: tuple[Cure, ...]
 
     def holds(self, value: float) -> bool:
         return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
 
+    def cure(self, value_of: Callable[[str], Any]) -> str:
+        """The cures the run's config does not apply yet; ``value_of(dotted key)`` reads that config and
+        returns ``NOT_APPLICABLE`` where the key's section is absent (e.g. no stage2_ab for an SFT run).
 
-_CAP = "custom.extra.rollout_matching.repeat_terminate.max_object_keys: 60 (object-count stop, seed 5.2)"
-_BUDGET = "custom.extra.rollout_matching.max_new_tokens: 2048 or lower (seed 5.3)"
-_SCHEDULE = "custom.extra.stage2_ab.schedule.b_ratio: 0.05 (A hot / B cold, seed 5.1)"
-_INVALID = "custom.extra.stage2_ab.channel_b.drop_invalid_struct_ce_multiplier > 1 (make invalid rollouts expensive, seed 5.4)"
-_DUPLICATE = "custom.extra.rollout_matching.repeat_terminate.duplicate_object.enabled: true (near-duplicate stop, seed 5.5)"
+        Suggesting what the config already does would send the user in a circle, so those are left out,
+        and when nothing is left the answer says so.
+        """
+        todo = [c.advice for c in self.cures if (v := value_of(c.key)) is not NOT_APPLICABLE and not c.applied(v)]
+        if todo:
+            return "; ".join(todo)
+        return "the config already applies the seed's config-first cures for this figure; inspect the rollouts"
+
+
+NOT_APPLICABLE = object()  # what ``value_of`` returns for a key whose config section is absent
+
+
+@attrs.frozen
+class Cure:
+    """One config-first cure of seed 000: the key, the advice, and whether a config value already applies it."""
+
+    key: str  # canonical dotted config key
+    advice: str
+    applied: Callable[[Any], bool]
+
+
+def _most(value: Any) -> float | None:
+    """A b_ratio as its largest share: a number, or the largest piece of a ramp (None for a pattern)."""
+    if isinstance(value, int | float):
+        return float(value)
+    values = [getattr(piece, "value", None) for piece in value or ()]
+    return max((float(v) for v in values if v is not None), default=None)
+
+
+_RT = "custom.extra.rollout_matching.repeat_terminate"
+_CAP = Cure(f"{_RT}.max_object_keys", f"{_RT}.max_object_keys: 60 (object-count stop, seed 5.2)",
+            lambda v: v is not None and v <= 60)
+_BUDGET = Cure("custom.extra.rollout_matching.max_new_tokens",
+               "custom.extra.rollout_matching.max_new_tokens: 2048 or lower (seed 5.3)", lambda v: v <= 2048)
+_SCHEDULE = Cure("custom.extra.stage2_ab.schedule.b_ratio",
+                 "custom.extra.stage2_ab.schedule.b_ratio: 0.05 (A hot / B cold, seed 5.1)",
+                 lambda v: (m := _most(v)) is not None and m <= 0.05)
+_INVALID = Cure("custom.extra.stage2_ab.channel_b.drop_invalid_struct_ce_multiplier",
+                "custom.extra.stage2_ab.channel_b.drop_invalid_struct_ce_multiplier > 1 (make invalid rollouts "
+                "expensive, seed 5.4)", lambda v: v > 1)
+_DUPLICATE = Cure(f"{_RT}.duplicate_object.enabled",
+                  f"{_RT}.duplicate_object.enabled: true (near-duplicate stop, seed 5.5)", bool)
 
 HEALTHY: tuple[HealthyRange, ...] = (
     HealthyRange("diagnosis/valid_json_rate", 0.95, None, "rollout JSON should parse at >95% (ideally 100%)",
-                 f"{_CAP}; {_BUDGET}"),
-    HealthyRange("rollout/parse_truncated_rate", None, 0.05, "low, ideally < 0.05", f"{_CAP}; {_BUDGET}; {_SCHEDULE}"),
+                 (_CAP, _BUDGET)),
+    HealthyRange("rollout/parse_truncated_rate", None, 0.05, "low, ideally < 0.05", (_CAP, _BUDGET, _SCHEDULE)),
     HealthyRange("diagnosis/drop_rate", None, 0.05, "dropped / raw objects should be small (bad run: 25.7%)",
-                 f"{_INVALID}; {_SCHEDULE}"),
+                 (_INVALID, _SCHEDULE)),
     HealthyRange("diagnosis/slot_tokens_total", None, 0.0, "invalid bbox-slot tokens near 0 (bad run: 275 in 20)",
-                 f"{_INVALID}; {_SCHEDULE}"),
+                 (_INVALID, _SCHEDULE)),
     HealthyRange("diagnosis/max_same_desc", None, 19.0, "max duplicate label count per sample small (no 20-90 "
-                 "repeats)", f"{_CAP}; {_DUPLICATE}"),
-    HealthyRange("diagnosis/near_duplicate_pairs", None, 0.0, "no near-identical repeated objects", _DUPLICATE),
+                 "repeats)", (_CAP, _DUPLICATE)),
+    HealthyRange("diagnosis/near_duplicate_pairs", None, 0.0, "no near-identical repeated objects", (_DUPLICATE,)),
     HealthyRange("diagnosis/pred_gt_ratio", 0.5, 1.5, "pred / GT objects should move toward 1x (bad run: 2.2-2.4x)",
-                 f"{_SCHEDULE}; {_CAP}"),
+                 (_SCHEDULE, _CAP)),
     HealthyRange("diagnosis/gen_tokens_p90_over_cap", None, 0.9, "gen_new_tokens_p90 should not peg at "
-                 "max_new_tokens", f"{_CAP}; {_BUDGET}"),
+                 "max_new_tokens", (_CAP, _BUDGET)),
 )

@@ -112,7 +112,7 @@ def _run(args: argparse.Namespace) -> int:
     config = _config(config_path)
     out = args.out or ((inp.path if inp.path.is_dir() else inp.path.parent) / "replay")
     run = replay(inp, config=config, ctx=ctx, progress=not args.quiet)
-    diag = diagnose(run, ctx=ctx, max_new_tokens=config.rollout_matching.max_new_tokens)
+    diag = diagnose(run, ctx=ctx, config=config)
     metrics = write_outputs(out, run, diag)
     bad = [f for f in diag.findings if not f.healthy]
     print(f"replayed {len(run.samples)} rollouts ({inp.format}) under {config_path}; outputs in {out}")
@@ -133,7 +133,7 @@ def _run(args: argparse.Namespace) -> int:
         other_cfg = _config(args.compare)
         other_run = replay(inp, config=other_cfg, ctx=ctx, progress=not args.quiet)
         other = write_outputs(out / "compare", other_run,
-                              diagnose(other_run, ctx=ctx, max_new_tokens=other_cfg.rollout_matching.max_new_tokens))
+                              diagnose(other_run, ctx=ctx, config=other_cfg))
         deltas = compare(metrics, other)
         print(f"compare {config_path} -> {args.compare}: {len(deltas)} metric(s) differ")
         for k, a, b in deltas:

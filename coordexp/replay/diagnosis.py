@@ -13,8 +13,11 @@ from typing import Any
 
 import attrs
 
+from coordexp.config.rules_ranges import ABSENT, value_at
+from coordexp.config.schema_root import Config
 from coordexp.core.health import (
     HEALTHY,
+    NOT_APPLICABLE,
     SlotClass,
     is_valid_json,
     near_duplicate_pairs,
@@ -98,7 +101,15 @@ def _ratio(num: float, den: float) -> float:
     return num / den if den else 0.0
 
 
-def diagnose(run: ReplayRun, *, ctx: TokenContext, max_new_tokens: int) -> Diagnosis:
+def config_value(config: Config, key: str) -> Any:
+    """A canonical dotted key's value in ``config``, ``NOT_APPLICABLE`` where its section is absent."""
+    value = value_at(config, key)
+    return NOT_APPLICABLE if value is ABSENT else value
+
+
+def diagnose(run: ReplayRun, *, ctx: TokenContext, config: Config) -> Diagnosis:
+    """Every figure of seed 000's hand diagnosis over the replayed run; cures are judged against ``config``."""
+    max_new_tokens = config.rollout_matching.max_new_tokens
     rows = [sample_row(r, ctx) for r in run.samples]
     parsed = [row for row in rows if "valid_json" in row]
     n = len(rows)
@@ -140,7 +151,8 @@ def diagnose(run: ReplayRun, *, ctx: TokenContext, max_new_tokens: int) -> Diagn
     if legacy:
         fig["diagnosis/legacy_valid_pred_objects"] = float(sum(legacy))
     merged = {**m, **fig}
-    findings = tuple(Finding(h.key, float(merged[h.key]), h.holds(float(merged[h.key])), h.seed_says, h.cure)
+    cure_of = {h.key: h.cure(lambda key: config_value(config, key)) for h in HEALTHY}
+    findings = tuple(Finding(h.key, float(merged[h.key]), h.holds(float(merged[h.key])), h.seed_says, cure_of[h.key])
                      for h in HEALTHY if h.key in merged)
     top = tuple((v, slot_class(v).value, c) for v, c in value_counts.most_common(TOP_SLOT_VALUES))
     exact, estimated = EXACTNESS[run.input.format]

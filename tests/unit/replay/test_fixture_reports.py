@@ -9,6 +9,7 @@ import pytest
 
 from coordexp.replay import fixtures
 from coordexp.replay.cli import main
+from coordexp.spec.paths import REPO_ROOT
 
 CASES = [(run, fmt) for run in fixtures.RUNS for fmt in fixtures.FORMATS]
 
@@ -42,7 +43,11 @@ def test_report_numbers_snapshot(reports, run, fmt, snapshot):
 def test_degenerate_report_flags_the_cures_and_lists_the_slot_values(reports):
     folder: Path = reports[("degenerate", "vllm_debug")]["folder"]
     md = (folder / "report.md").read_text(encoding="utf-8")
-    assert "OUT OF RANGE" in md and "max_object_keys: 60" in md and "duplicate_object.enabled: true" in md
+    # replayed under the shipped base config, which is the seed's cure: what it already does is not suggested
+    # (its object cap of 60 and budget of 2048), what it does not do is (the near-duplicate stop is off there)
+    assert "OUT OF RANGE" in md and "already applies the seed's config-first cures" in md
+    assert "max_object_keys: 60 (" not in md and "max_new_tokens: 2048 or lower" not in md
+    assert "duplicate_object.enabled: true (" in md
     assert '"\\u5c3c\\u65af" | non_ascii | 3' in md  # the CJK slot value, as seed 000 reported it
     html = (folder / "report.html").read_text(encoding="utf-8")
     assert "尼斯" in html and "data:image/png;base64," in html
@@ -70,3 +75,13 @@ def test_gt_vs_pred_says_which_figures_are_estimated(reports):
     md = (reports[("degenerate", "gt_vs_pred")]["folder"] / "report.md").read_text(encoding="utf-8")
     assert "estimated: valid_json_rate and truncated" in md
     assert reports[("degenerate", "gt_vs_pred")]["metrics"]["diagnosis/legacy_valid_pred_objects"] == 17
+
+
+def test_cures_are_those_the_replayed_config_does_not_apply_yet(tmp_path):
+    """Under the prod config (no object cap, b_ratio 0.85, 3084 tokens) the seed's cures are suggested."""
+    path = fixtures.write_all(tmp_path / "in")[("degenerate", "vllm_debug")]
+    prod = REPO_ROOT / "configs" / "stage2_ab" / "prod" / "ab_mixed.yaml"
+    assert main(["--rollouts", str(path), "--config", str(prod), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert "max_object_keys: 60 (" in md and "b_ratio: 0.05 (" in md
+    assert "max_new_tokens: 2048 or lower" not in md  # ab_mixed's budget is 2048 already: not suggested

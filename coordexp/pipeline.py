@@ -1,7 +1,7 @@
 """Channel-B pipelining (``stage2_ab.channel_b.enable_pipeline``): a bounded producer / consumer within a step.
 
-A producer thread rolls out the step's samples in chunks of ``decode_batch_size`` through the
-``RolloutBackend`` protocol (any backend) and hands each chunk over a ``queue.Queue(maxsize=1)``; the
+A producer thread rolls out the step's samples in chunks of as many requests as the backend runs at once
+(``coordexp.backends.protocol.parallel_requests``) through the ``RolloutBackend`` protocol (any backend) and hands each chunk over a ``queue.Queue(maxsize=1)``; the
 main thread parses, matches and builds the targets of chunk k while the producer generates chunk k+1.
 Packing and learning then run as in the unpipelined step, on all of the step's segments.
 

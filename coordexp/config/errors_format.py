@@ -95,7 +95,22 @@ def _leaf_message(exc: BaseException, path: str, root: type, display: Callable[[
         return f"{shown}: {exc}."
     got_text = show_value(getattr(exc, "value", None))
     kind = getattr(exc, "kind", None) or ("invalid value" if expected.startswith("one of") else "wrong type")
-    return f"{shown}: {kind}, expected {expected}, got {got_text}. Fix: use {expected}."
+    return f"{shown}: {kind}, expected {expected}, got {got_text}. Fix: use {expected}.{_yaml_bool_hint(exc, expected)}"
+
+
+# Words YAML 1.1 (PyYAML) reads as booleans when unquoted; a choice spelled like one needs quotes.
+_YAML_BOOL_WORDS = ("yes", "no", "on", "off", "true", "false", "y", "n")
+
+
+def _yaml_bool_hint(exc: BaseException, expected: str) -> str:
+    """``eval_strategy: no`` arrives as False: say why, and how to write the word so it stays a string."""
+    if type(getattr(exc, "value", None)) is not bool or not expected.startswith("one of"):
+        return ""
+    words = [w for w in _YAML_BOOL_WORDS if f"'{w}'" in expected]
+    if not words:
+        return ""
+    return (f" YAML reads an unquoted {words[0]} as a boolean: quote it (`\"{words[0]}\"` in the file, "
+            f"`--set 'key=\"{words[0]}\"'` on the command line).")
 
 
 SHOWN_CHARS = 40  # a value longer than this (a 400-digit int, a pasted blob) is shown by its head and size

@@ -167,3 +167,15 @@ def test_undecodable_command_line_bytes_exit_2_without_traceback(tmp_path):
     err = done.stderr.decode("utf-8", "replace")
     assert done.returncode == 2 and "Traceback" not in err
     assert "--set model.model: the text is not valid UTF-8 (byte 0xe9 at character 15)" in err
+
+
+def test_a_choice_yaml_reads_as_a_boolean_says_to_quote_it(capsys, config):
+    err = exits_2(capsys, ["--config", config, "--set", "training.eval_strategy=no"])
+    assert "got False (bool)" in err and "quote it" in err and "--set 'key=\"no\"'" in err
+    # quoted, the same word is the choice it means
+    assert run.main(["--config", config, "--set", 'training.eval_strategy="no"', "--dry-run"]) == 0
+
+
+def test_a_plain_wrong_choice_gets_no_quoting_hint(capsys, config):
+    err = exits_2(capsys, ["--config", config, "--set", "training.eval_strategy=weekly"])
+    assert "expected one of 'no', 'steps', 'epoch'" in err and "quote it" not in err

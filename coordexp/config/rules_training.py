@@ -121,11 +121,4 @@ def distributed(config: Config, _d: Derived, out: Findings) -> None:
                   "set training.deepspeed: null and launch with `torchrun --nproc_per_node N -m coordexp.run ...`")
 
 
-def channel_a_scope(config: Config, _d: Derived, out: Findings) -> None:
-    """Say which AB knobs this build does not apply yet, instead of accepting them silently."""
-    ab = config.stage2_ab
-    if config.custom.trainer_variant != "stage2_ab_training" or ab is None:
-        return
-
-
-RULES = (packing, packing_mode, ab_batch, sft_batch, channel_b_mode, checkpoints, distributed, channel_a_scope)
+RULES = (packing, packing_mode, ab_batch, sft_batch, channel_b_mode, checkpoints, distributed)

@@ -35,6 +35,7 @@ from typing import Any
 
 from coordexp.errors import SpecError
 from coordexp.spec.runners import each_case
+from coordexp.spec.runners._forwards import _describe
 
 TRANSITION = "channel_a"
 AB = "custom.extra.stage2_ab"
@@ -98,16 +99,6 @@ def _text_segment(tiny: Any, prompt_tokens: int, answer: Sequence[str]) -> Any:
     enc = Encoding(input_ids=t, mm_token_type_ids=torch.zeros_like(t), pixel_values=None, image_grid_thw=None,
                    prompt_len=prompt_len)
     return gt_segment(enc, coord_id_to_bin={c: k for k, c in enumerate(coords)}, key="case")
-
-
-def _describe(value: Any) -> Any:
-    import torch
-
-    if isinstance(value, torch.Tensor):
-        return {"shape": list(value.shape), "dtype": str(value.dtype).removeprefix("torch.")}
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return type(value).__name__
 
 
 @contextlib.contextmanager
